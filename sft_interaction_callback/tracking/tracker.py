@@ -1,0 +1,499 @@
+"""Follow salient interactions across checkpoints: removed, preserved, newly emerged.
+
+The tracker is pure logic on tensors (no Hugging Face import). The callback feeds it the
+folded AND-OR interactions of the same probes at every probe point, logs the flat metrics
+dict it returns, and saves/restores :meth:`InteractionTracker.state_dict` with its
+checkpoints. DESIGN.md §5-§7 define the quantities; the choices the design leaves open
+are documented on :class:`InteractionTracker`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from ..andor.metrics import (
+    classify,
+    generalizability,
+    order_histogram,
+    salient,
+    strength,
+    uncancelled_ratio,
+)
+from ..andor.transforms import n_players_of, subset_orders
+
+__all__ = [
+    "CATEGORIES",
+    "NOISE_KEY",
+    "REMOVED_FRACTION_KEY",
+    "TOTAL_STRENGTH_KEY",
+    "InteractionTracker",
+]
+
+CATEGORIES = ("removed", "preserved", "emerged")
+NOISE_KEY = "interactions/noise"
+REMOVED_FRACTION_KEY = "interactions/removed/fraction"
+TOTAL_STRENGTH_KEY = "interactions/total_strength"
+_STATE_FORMAT = "sft_interaction_callback.tracker/1"
+_SCOPES = ("type", "joint")
+
+
+def _as_table(first: Any, second: Any, what: str) -> torch.Tensor:
+    """AND and OR interactions as one ``[num_probes, 2 * 2**n]`` table (AND then OR).
+
+    Accepts an ``AndOrInteractions`` (anything with ``i_and`` / ``i_or``), a pair, or two
+    tensors ``[num_probes, 2**n]`` (a single probe ``[2**n]`` is allowed).
+    """
+    if second is None:
+        if hasattr(first, "i_and") and hasattr(first, "i_or"):
+            first, second = first.i_and, first.i_or
+        elif isinstance(first, (tuple, list)) and len(first) == 2:
+            first, second = first
+        else:
+            raise TypeError(
+                f"{what} needs an AndOrInteractions, or the AND and OR interaction tensors "
+                "[num_probes, 2**n] as two arguments"
+            )
+    if not isinstance(first, torch.Tensor) or not isinstance(second, torch.Tensor):
+        raise TypeError(f"{what}: AND and OR interactions must be torch tensors")
+    if first.shape != second.shape:
+        raise ValueError(
+            f"{what}: AND and OR interactions must have one shape, got "
+            f"{tuple(first.shape)} and {tuple(second.shape)}"
+        )
+    if first.dim() == 1:
+        first, second = first[None], second[None]
+    if first.dim() != 2:
+        raise ValueError(
+            f"{what}: expected interactions of shape [num_probes, 2**n], got {tuple(first.shape)}"
+        )
+    n_players_of(first)
+    if not (torch.is_floating_point(first) and torch.is_floating_point(second)):
+        raise TypeError(f"{what}: interactions must be floating-point tensors")
+    table = torch.cat((first, second), dim=-1).detach()
+    table = table.to(torch.promote_types(table.dtype, torch.float32))
+    if not torch.isfinite(table).all():
+        raise ValueError(f"{what}: interactions contain NaN or inf")
+    return table
+
+
+def _nanmean(x: torch.Tensor) -> float:
+    """Mean over probes where defined; NaN if defined nowhere (no warning)."""
+    ok = ~torch.isnan(x)
+    if not bool(ok.any()):
+        return math.nan
+    return float(x[ok].mean())
+
+
+def _ratio(num: torch.Tensor, den: torch.Tensor, empty: float) -> torch.Tensor:
+    """``num / den`` where ``den > 0``, ``empty`` elsewhere."""
+    safe = torch.where(den > 0, den, torch.ones_like(den))
+    return torch.where(den > 0, num / safe, torch.full_like(num, empty))
+
+
+class InteractionTracker:
+    """Removed / preserved / emerged salient interactions and their quality, per probe point.
+
+    Salience (DESIGN.md §5): ``Omega_t = {S != {} : |I_t(S)| >= tau}`` per probe and type,
+    ``tau = salient_rel * max_S |I_t(S)|`` (``salient_abs`` gives an absolute threshold
+    instead, or as well: the larger one wins). ``salient_scope="type"`` (default, as in the
+    design) takes the max over the AND and the OR table separately; ``"joint"`` over both.
+    Interactions are matched by (probe, type, subset): AND and OR are concatenated along the
+    last dimension, so the same subset in the two types is two different entries.
+
+    With ``Omega_0`` from :meth:`set_base`: ``R_t = Omega_0 - Omega_t``,
+    ``P_t = P_{t-1} & Omega_t`` (``P_0 = Omega_0``), ``E_t = Omega_t - P_t``; an interaction
+    that disappears and comes back is therefore *emerged*, not preserved.
+
+    :meth:`update` returns floats averaged over probes, for ``c`` in removed / preserved /
+    emerged:
+
+    * ``interactions/{c}/count``: salient subsets in the set (AND + OR);
+    * ``interactions/{c}/strength``: ``sum |I(S)|`` over the set;
+    * ``interactions/{c}/strength_norm``: the strength divided, per probe, by the total
+      ``sum_{S != {}} |I(S)|`` (AND + OR) of the same checkpoint (0 if that total is 0);
+    * ``interactions/{c}/rho``: ``|sum I| / sum |I|`` over the set, AND and OR together;
+    * ``interactions/{c}/gamma``: share of the strength that the reference model shares
+      (salient there in the same type with the same sign); only with a reference;
+    * ``interactions/{c}/mean_order``: mean order (popcount) of the subsets in the set;
+
+    plus ``interactions/removed/fraction`` (removed base strength / total base salient
+    strength: how far removal has gone, the stopper's stage indicator),
+    ``interactions/noise`` (below) and ``interactions/total_strength`` (mean over probes
+    of ``sum_{S != {}} |I_t(S)|``, AND + OR, raw scale).
+
+    *Removed* interactions are no longer salient, so every removed-set quantity (strength,
+    normalised strength, rho, gamma, order, histograms) is evaluated on the **base**
+    interactions ``I_0``: it describes what was removed, as the pretrained model encoded
+    it. Their ``strength_norm`` is accordingly normalised by the base total
+    ``sum |I_0(S)|``. Preserved and emerged use the current ``I_t``.
+
+    Averages: counts, strengths, ``strength_norm``, noise and total strength are defined
+    for every probe and use the plain mean. ``rho``, ``gamma``, ``mean_order`` and the
+    removed ``fraction`` are undefined (NaN) for a probe whose set is empty (or, for the
+    fraction, whose ``Omega_0`` is empty); they are averaged over the probes where they are
+    defined, and are **NaN** when no probe defines them. The key set is always the same
+    (``gamma`` keys appear only with a reference), so CSV-like sinks see fixed columns.
+
+    The noise signal (DESIGN.md §7), per probe ``p``, at checkpoint ``t``::
+
+        N_t   = { S in E_t : S looks like noise }
+                  with a reference:    G(S) = 0 (not salient with the same sign there)
+                  without a reference: order(S) >= noise_min_order (default 3)
+        noise = (1 - rho(N_t)) * sum_{S in N_t} |I_t(S)| / sum_{S != {}} |I_t(S)|
+
+    i.e. the strength of emerged noise-like interactions (with a reference, exactly
+    ``sum_{S in E_t} |I_t(S)| (1 - G(S))``), discounted when they do not cancel each
+    other (``rho`` near 1) and normalised by the checkpoint's total strength so that the
+    growth of the output scale during training does not drive it. It is 0 when
+    ``N_t`` is empty. ``interactions/noise`` is its mean over probes.
+    """
+
+    def __init__(
+        self,
+        salient_rel: float | None = 0.05,
+        salient_abs: float | None = None,
+        reference: Any = None,
+        *,
+        noise_min_order: int = 3,
+        salient_scope: str = "type",
+    ):
+        # Validate the thresholds up front, with the same rules `salient` applies.
+        salient(torch.zeros(1, 2), rel=salient_rel, abs=salient_abs)
+        if salient_scope not in _SCOPES:
+            raise ValueError(f"salient_scope must be one of {_SCOPES}, got {salient_scope!r}")
+        if isinstance(noise_min_order, bool) or not isinstance(noise_min_order, int):
+            raise ValueError(f"noise_min_order must be an int >= 1, got {noise_min_order!r}")
+        if noise_min_order < 1:
+            raise ValueError(f"noise_min_order must be an int >= 1, got {noise_min_order}")
+        self.salient_rel = salient_rel
+        self.salient_abs = salient_abs
+        self.salient_scope = salient_scope
+        self.noise_min_order = noise_min_order
+
+        self._base_i: torch.Tensor | None = None
+        self._base_mask: torch.Tensor | None = None
+        self._preserved: torch.Tensor | None = None
+        self._ref_i: torch.Tensor | None = None
+        self._ref_mask: torch.Tensor | None = None
+        self._n: int | None = None
+        self.last_step: int | None = None
+        self._last: dict[str, Any] | None = None
+        self._hist_history: list[dict[str, Any]] = []
+        if reference is not None:
+            self.set_reference(reference)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def n_players(self) -> int | None:
+        return self._n
+
+    @property
+    def num_probes(self) -> int | None:
+        for t in (self._base_i, self._ref_i):
+            if t is not None:
+                return int(t.shape[0])
+        return None
+
+    @property
+    def has_base(self) -> bool:
+        return self._base_i is not None
+
+    @property
+    def has_reference(self) -> bool:
+        return self._ref_i is not None
+
+    def metric_keys(self) -> list[str]:
+        """The keys :meth:`update` returns with the current reference setting."""
+        keys = []
+        for c in CATEGORIES:
+            for m in ("count", "strength", "strength_norm", "rho"):
+                keys.append(f"interactions/{c}/{m}")
+            if self.has_reference:
+                keys.append(f"interactions/{c}/gamma")
+            keys.append(f"interactions/{c}/mean_order")
+        return keys + [REMOVED_FRACTION_KEY, NOISE_KEY, TOTAL_STRENGTH_KEY]
+
+    # ------------------------------------------------------------------ inputs
+    def _salient(self, table: torch.Tensor) -> torch.Tensor:
+        kw = {"rel": self.salient_rel, "abs": self.salient_abs}
+        half = table.shape[-1] // 2
+        if self.salient_scope == "joint":
+            # One threshold over both types; neither empty set (index 0 of each half) counts.
+            mask = salient(table, **kw)
+            mask[:, 0] = mask[:, half] = False
+            return mask
+        return torch.cat((salient(table[:, :half], **kw), salient(table[:, half:], **kw)), -1)
+
+    def _check_shape(self, table: torch.Tensor, what: str, *others: torch.Tensor | None) -> None:
+        """Same players and probes as the held tables ``others``; records ``n``."""
+        held = [t for t in others if t is not None]
+        if not held:
+            self._n = (table.shape[-1] // 2).bit_length() - 1
+            return
+        n = (table.shape[-1] // 2).bit_length() - 1
+        if n != self._n:
+            raise ValueError(
+                f"{what}: interactions over {n} players, but the tracker holds {self._n}"
+            )
+        probes = int(held[0].shape[0])
+        if table.shape[0] != probes:
+            raise ValueError(
+                f"{what}: {table.shape[0]} probes, but the tracker holds {probes}; "
+                "use the same probes (in the same order) at every checkpoint"
+            )
+        self._n = n
+
+    def set_reference(self, ref_i_and: Any, ref_i_or: Any = None) -> None:
+        """Interactions of the reference model (for gamma), extracted once on the same probes.
+
+        Its salient masks are computed here, once, with the tracker's thresholds.
+        """
+        table = _as_table(ref_i_and, ref_i_or, "set_reference()")
+        self._check_shape(table, "set_reference()", self._base_i)
+        self._ref_i = table
+        self._ref_mask = self._salient(table)
+
+    def set_base(self, interactions_and: Any, interactions_or: Any = None) -> dict[str, float]:
+        """Store ``Omega_0`` (the model before SFT, step 0) and reset the history.
+
+        Returns the metrics at step 0 (nothing removed or emerged, everything preserved).
+        """
+        table = _as_table(interactions_and, interactions_or, "set_base()")
+        self._check_shape(table, "set_base()", self._ref_i)
+        self._base_i = table
+        self._base_mask = self._salient(table)
+        self._preserved = self._base_mask.clone()
+        self.last_step = None
+        self._hist_history = []
+        return self._record(0, table, self._base_mask)
+
+    def update(self, step: int, i_and: Any, i_or: Any = None) -> dict[str, float]:
+        """Classify the salient interactions at ``step``, update ``P_t``, return the metrics.
+
+        Steps must not decrease. Feeding the same step twice with the same interactions is
+        harmless (``P_t`` is idempotent), so a re-probe after a resume does no damage.
+        """
+        if self._base_i is None:
+            raise RuntimeError(
+                "InteractionTracker.update() before set_base(): extract the interactions of "
+                "the model before training (step 0) and pass them to set_base() first"
+            )
+        if self.last_step is not None and step < self.last_step:
+            raise ValueError(
+                f"update() for step {step} after step {self.last_step}: steps must not go back"
+            )
+        table = _as_table(i_and, i_or, "update()")
+        self._check_shape(table, "update()", self._base_i)
+        return self._record(int(step), table, self._salient(table))
+
+    # ------------------------------------------------------------------ the work
+    @staticmethod
+    def _histogram(values: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Order histogram of AND and OR added up, each half read as its own table."""
+        half = values.shape[-1] // 2
+        c_and, s_and = order_histogram(values[:, :half], mask[:, :half])
+        c_or, s_or = order_histogram(values[:, half:], mask[:, half:])
+        return c_and + c_or, s_and + s_or
+
+    def _record(self, step: int, table: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
+        assert self._base_i is not None and self._base_mask is not None
+        assert self._preserved is not None
+        dev = table.device
+        base_i = self._base_i.to(dev, table.dtype)
+        base_mask = self._base_mask.to(dev)
+        removed, preserved, emerged = classify(base_mask, self._preserved.to(dev), mask)
+        sets = {"removed": removed, "preserved": preserved, "emerged": emerged}
+        orders = subset_orders(self._n, dev).repeat(2)
+        nonempty = orders > 0
+        total_t = strength(table, nonempty)
+        total_0 = strength(base_i, nonempty)
+        ref_i = ref_mask = None
+        if self._ref_i is not None:
+            ref_i = self._ref_i.to(dev, table.dtype)
+            ref_mask = self._ref_mask.to(dev)
+
+        metrics: dict[str, float] = {}
+        hists: dict[str, dict[str, torch.Tensor]] = {}
+        for c, m in sets.items():
+            values, total = (base_i, total_0) if c == "removed" else (table, total_t)
+            count = m.sum(-1).to(table.dtype)
+            st = strength(values, m)
+            metrics[f"interactions/{c}/count"] = float(count.mean())
+            metrics[f"interactions/{c}/strength"] = float(st.mean())
+            metrics[f"interactions/{c}/strength_norm"] = float(_ratio(st, total, 0.0).mean())
+            metrics[f"interactions/{c}/rho"] = _nanmean(uncancelled_ratio(values, m))
+            if ref_i is not None:
+                g = generalizability(values, m, ref_i, ref_mask)
+                metrics[f"interactions/{c}/gamma"] = _nanmean(g)
+            order_sum = (orders.to(table.dtype) * m).sum(-1)
+            metrics[f"interactions/{c}/mean_order"] = _nanmean(_ratio(order_sum, count, math.nan))
+            h_count, h_strength = self._histogram(values, m)
+            hists[c] = {
+                "count": h_count,
+                "strength": h_strength,
+                "strength_norm": _ratio(h_strength, total[:, None], 0.0),
+            }
+
+        base_salient = strength(base_i, base_mask)
+        fraction = _ratio(strength(base_i, removed), base_salient, math.nan)
+        metrics[REMOVED_FRACTION_KEY] = _nanmean(fraction)
+
+        if ref_i is not None:
+            shared = ref_mask & (torch.sign(ref_i) == torch.sign(table)) & (table != 0)
+            noisy = emerged & ~shared
+        else:
+            noisy = emerged & (orders >= self.noise_min_order)
+        noise_strength = strength(table, noisy)
+        rho_noise = torch.nan_to_num(uncancelled_ratio(table, noisy), nan=1.0)
+        noise = _ratio((1.0 - rho_noise) * noise_strength, total_t, 0.0)
+        metrics[NOISE_KEY] = float(noise.mean())
+        metrics[TOTAL_STRENGTH_KEY] = float(total_t.mean())
+
+        self._preserved = preserved
+        self.last_step = step
+        self._last = {
+            "step": step,
+            "sets": {**sets, "noise": noisy},
+            "histograms": hists,
+            "noise": noise,
+        }
+        self._hist_history = [h for h in self._hist_history if h["step"] != step]
+        self._hist_history.append(
+            {
+                "step": step,
+                **{c: {k: v.mean(0).tolist() for k, v in hists[c].items()} for c in CATEGORIES},
+            }
+        )
+        return metrics
+
+    # ------------------------------------------------------------------ outputs
+    def last_histograms(self, reduce: str = "mean") -> dict[str, dict[str, torch.Tensor]] | None:
+        """Order histograms of the last probe point, per category.
+
+        ``{c: {"count", "strength", "strength_norm"}}`` with tensors ``[n + 1]`` (index =
+        order) averaged over probes (``reduce="mean"``) or ``[num_probes, n + 1]``
+        (``reduce="none"``); AND and OR together; removed uses the base strengths. ``None``
+        before the first probe point (and right after :meth:`load_state_dict`).
+        """
+        if reduce not in ("mean", "none"):
+            raise ValueError(f"reduce must be 'mean' or 'none', got {reduce!r}")
+        if self._last is None:
+            return None
+        out = {}
+        for c, h in self._last["histograms"].items():
+            out[c] = {k: (v.mean(0) if reduce == "mean" else v).cpu() for k, v in h.items()}
+        return out
+
+    def histogram_history(self) -> list[dict[str, Any]]:
+        """Probe-mean order histograms of every probe point so far (JSON-able).
+
+        A list of ``{"step": int, c: {"count": [...], "strength": [...],
+        "strength_norm": [...]}}``, one entry per step, oldest first; kept in the state.
+        """
+        return copy.deepcopy(self._hist_history)
+
+    def last_sets(self) -> dict[str, torch.Tensor] | None:
+        """Boolean masks ``[num_probes, 2 * 2**n]`` (AND then OR) of the last probe point.
+
+        Keys: ``removed``, ``preserved``, ``emerged`` and ``noise`` (the noise-like emerged
+        subsets ``N_t``); for snapshots. ``None`` before the first probe point.
+        """
+        if self._last is None:
+            return None
+        return {k: v.cpu() for k, v in self._last["sets"].items()}
+
+    def last_noise(self) -> torch.Tensor | None:
+        """The per-probe noise signal ``[num_probes]`` of the last probe point."""
+        return None if self._last is None else self._last["noise"].cpu()
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue: ``{"tensors": {name: Tensor}, "meta": {...}}``.
+
+        ``tensors`` is a flat dict of contiguous CPU tensors (safetensors-ready: the base
+        interactions and masks, the preserved masks ``P_t``, the reference interactions and
+        masks); ``meta`` is JSON-able (settings, sizes, last step, histogram history).
+        """
+        tensors: dict[str, torch.Tensor] = {}
+        named = {
+            "base_interactions": self._base_i,
+            "base_mask": self._base_mask,
+            "preserved_mask": self._preserved,
+            "reference_interactions": self._ref_i,
+            "reference_mask": self._ref_mask,
+        }
+        for name, t in named.items():
+            if t is not None:
+                tensors[name] = t.detach().cpu().contiguous()
+        meta = {
+            "format": _STATE_FORMAT,
+            "salient_rel": self.salient_rel,
+            "salient_abs": self.salient_abs,
+            "salient_scope": self.salient_scope,
+            "noise_min_order": self.noise_min_order,
+            "n_players": self._n,
+            "num_probes": self.num_probes,
+            "last_step": self.last_step,
+            "histogram_history": self.histogram_history(),
+        }
+        return {"tensors": tensors, "meta": meta}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output; later :meth:`update` calls continue as before.
+
+        The stored salience settings win (the stored masks were computed with them); a
+        warning says so when they differ from this tracker's.
+        """
+        if not isinstance(state, Mapping) or "tensors" not in state or "meta" not in state:
+            raise ValueError("load_state_dict() needs the {'tensors': ..., 'meta': ...} dict")
+        tensors, meta = state["tensors"], state["meta"]
+        if meta.get("format") != _STATE_FORMAT:
+            raise ValueError(
+                f"unknown tracker state format {meta.get('format')!r} (expected {_STATE_FORMAT})"
+            )
+        has_base = "base_interactions" in tensors
+        for name in ("base_mask", "preserved_mask") if has_base else ():
+            if name not in tensors:
+                raise ValueError(f"tracker state is missing the tensor {name!r}")
+        if ("reference_interactions" in tensors) != ("reference_mask" in tensors):
+            raise ValueError("tracker state has only one of reference_interactions / _mask")
+        settings = ("salient_rel", "salient_abs", "salient_scope", "noise_min_order")
+        changed = [k for k in settings if meta.get(k) != getattr(self, k)]
+        if changed:
+            warnings.warn(
+                "restoring tracker state saved with different settings "
+                + ", ".join(f"{k}={meta.get(k)!r} (was {getattr(self, k)!r})" for k in changed)
+                + "; using the saved ones",
+                stacklevel=2,
+            )
+        for k in settings:
+            setattr(self, k, meta.get(k))
+
+        def get(name: str, dtype: torch.dtype | None = None) -> torch.Tensor | None:
+            t = tensors.get(name)
+            if t is None:
+                return None
+            t = torch.as_tensor(t).clone()
+            return t.to(dtype) if dtype is not None else t
+
+        self._base_i = get("base_interactions")
+        self._base_mask = get("base_mask", torch.bool)
+        self._preserved = get("preserved_mask", torch.bool)
+        self._ref_i = get("reference_interactions")
+        self._ref_mask = get("reference_mask", torch.bool)
+        self._n = meta.get("n_players")
+        self.last_step = meta.get("last_step")
+        self._hist_history = [dict(h) for h in meta.get("histogram_history", [])]
+        self._last = None
+        sizes = {t.shape for t in (self._base_i, self._ref_i) if t is not None}
+        if len(sizes) > 1 or any(
+            t is not None and t.shape != self._base_i.shape
+            for t in (self._base_mask, self._preserved)
+        ):
+            raise ValueError(f"inconsistent tensor shapes in tracker state: {sizes}")
