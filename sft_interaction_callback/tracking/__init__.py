@@ -1,0 +1,26 @@
+"""Tracking logic: the probe schedule, the interaction tracker and the early-stopping rule.
+
+Pure logic on tensors and plain dicts (no Hugging Face import); the callback wires it into
+a ``transformers.TrainerCallback``.
+"""
+
+from .schedule import ProbeSchedule
+from .stopping import NoiseRiseStopper, Stopper
+from .tracker import (
+    CATEGORIES,
+    NOISE_KEY,
+    REMOVED_FRACTION_KEY,
+    TOTAL_STRENGTH_KEY,
+    InteractionTracker,
+)
+
+__all__ = [
+    "CATEGORIES",
+    "NOISE_KEY",
+    "REMOVED_FRACTION_KEY",
+    "TOTAL_STRENGTH_KEY",
+    "InteractionTracker",
+    "NoiseRiseStopper",
+    "ProbeSchedule",
+    "Stopper",
+]

@@ -1,0 +1,267 @@
+"""The early-stopping rule on the new-interaction noise signal (DESIGN.md §7).
+
+Pure logic on plain dicts of floats: the callback calls ``stopper.update(step, metrics)``
+at every probe point with the tracker's metrics and stops training when it returns True.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
+
+from .tracker import NOISE_KEY, REMOVED_FRACTION_KEY
+
+__all__ = ["Stopper", "NoiseRiseStopper"]
+
+_STATE_FORMAT = "sft_interaction_callback.noise_rise_stopper/1"
+
+
+@runtime_checkable
+class Stopper(Protocol):
+    """What the callback needs from a stopping rule.
+
+    ``update`` is called once per probe point, in increasing ``step`` order, with the flat
+    metrics dict of that point (keys as logged, e.g. ``"interactions/noise"``); return True
+    to stop training. Optional extras the callback uses when present: ``state_dict()`` /
+    ``load_state_dict(state)`` (JSON-able, for checkpoint resume), ``stop_step`` and
+    ``reason`` (for the log line).
+    """
+
+    def update(self, step: int, metrics: Mapping[str, float]) -> bool: ...
+
+
+def _value(metrics: Mapping[str, Any], key: str) -> float | None:
+    """The finite float under ``key``, or None (missing, None, NaN, inf, not a number)."""
+    raw = metrics.get(key)
+    if raw is None:
+        return None
+    try:
+        x = float(raw)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _check_int(name: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+
+
+class NoiseRiseStopper:
+    """Stop once the new-interaction noise has risen, after the denoising stage has ended.
+
+    **Stage 1 (denoising) never stops training.** Its end is read from ``stage_metric``
+    (default ``interactions/removed/fraction``, ``r``: the share of the base salient
+    strength that has been removed). With ``M`` the running max of ``r``, a probe point at
+    step ``s`` (previous valid point ``s'``, the origin being ``r = 0`` at step 0) is
+    *saturated* when
+
+    * ``r(s) >= stage_end_fraction * M`` (removal is near its peak, not collapsing), and
+    * the removal rate has slowed down: ``(r(s) - r(s')) / (s - s')  <=
+      stage_slowdown * M / s``, i.e. at most ``stage_slowdown`` times the average rate
+      since step 0. Comparing rates (not raw increments) makes the rule independent of the
+      probe spacing and of the amplitude of removal; for ``r = 1 - exp(-s / T)`` the
+      default 0.25 fires at about 95% of the plateau.
+
+    The stage ends at the first point where ``stage_points`` consecutive valid points were
+    saturated, at least ``warmup_points`` valid points (step > 0) have been seen, and
+    ``M >= stage_min_fraction`` (removal actually happened; if it never does, the stopper
+    never stops, and :attr:`stage_reason` says so). ``stage_end_step`` (optional) ends the
+    stage at that step at the latest, whatever the curve.
+
+    **Stage 2.** From the point where the stage ended (inclusive) the stopper tracks the
+    running minimum ``m`` of ``metric`` (default ``interactions/noise``). A later point
+    with ``metric > m + min_delta`` is *bad*; any other point resets the bad count (and may
+    lower ``m``). Training stops at the ``patience``-th consecutive bad point. ``patience``
+    counts probe points, not steps.
+
+    A missing, NaN or infinite metric value does not count and does not reset: the point
+    is skipped for that metric. Points with a step not after the last one seen are ignored
+    (so re-feeding a point after a resume cannot count twice). Once stopped, ``update``
+    keeps returning True. :attr:`stop_step` and :attr:`reason` describe the decision.
+    """
+
+    def __init__(
+        self,
+        patience: int = 3,
+        min_delta: float = 0.0,
+        metric: str = NOISE_KEY,
+        warmup_points: int = 2,
+        stage_end_fraction: float = 0.8,
+        *,
+        stage_metric: str = REMOVED_FRACTION_KEY,
+        stage_slowdown: float = 0.25,
+        stage_points: int = 2,
+        stage_min_fraction: float = 0.05,
+        stage_end_step: int | None = None,
+    ):
+        _check_int("patience", patience, 1)
+        _check_int("warmup_points", warmup_points, 0)
+        _check_int("stage_points", stage_points, 1)
+        if stage_end_step is not None:
+            _check_int("stage_end_step", stage_end_step, 0)
+        if not (isinstance(min_delta, (int, float)) and min_delta >= 0):
+            raise ValueError(f"min_delta must be a number >= 0, got {min_delta!r}")
+        if not (isinstance(stage_end_fraction, (int, float)) and 0 < stage_end_fraction <= 1):
+            raise ValueError(f"stage_end_fraction must be in (0, 1], got {stage_end_fraction!r}")
+        if not (isinstance(stage_slowdown, (int, float)) and stage_slowdown >= 0):
+            raise ValueError(f"stage_slowdown must be a number >= 0, got {stage_slowdown!r}")
+        if not (isinstance(stage_min_fraction, (int, float)) and 0 <= stage_min_fraction <= 1):
+            raise ValueError(f"stage_min_fraction must be in [0, 1], got {stage_min_fraction!r}")
+        if not isinstance(metric, str) or not isinstance(stage_metric, str):
+            raise ValueError("metric and stage_metric must be metric-name strings")
+        self.patience = patience
+        self.min_delta = float(min_delta)
+        self.metric = metric
+        self.warmup_points = warmup_points
+        self.stage_end_fraction = float(stage_end_fraction)
+        self.stage_metric = stage_metric
+        self.stage_slowdown = float(stage_slowdown)
+        self.stage_points = stage_points
+        self.stage_min_fraction = float(stage_min_fraction)
+        self.stage_end_step = stage_end_step
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything seen (a fresh run)."""
+        self.last_step: int | None = None
+        self.stage_points_seen = 0
+        self.stage_max = 0.0
+        self._prev: tuple[int, float] = (0, 0.0)
+        self._saturated_run = 0
+        self.stage_ended_at: int | None = None
+        self.stage_reason = "the denoising stage has not ended yet"
+        self.best: float | None = None
+        self.best_step: int | None = None
+        self.bad_steps: list[int] = []
+        self.stop_step: int | None = None
+        self.reason: str | None = None
+
+    @property
+    def in_first_stage(self) -> bool:
+        return self.stage_ended_at is None
+
+    # ------------------------------------------------------------------ the rule
+    def update(self, step: int, metrics: Mapping[str, float]) -> bool:
+        """Feed one probe point; True when training should stop (and from then on)."""
+        if self.stop_step is not None:
+            return True
+        step = int(step)
+        if self.last_step is not None and step <= self.last_step:
+            return False
+        self.last_step = step
+        y = _value(metrics, self.metric)
+        if self.stage_ended_at is None:
+            self._observe_stage(step, _value(metrics, self.stage_metric))
+            if self.stage_ended_at is not None and y is not None:
+                self.best, self.best_step = y, step
+            return False
+        if y is None:
+            return False
+        if self.best is None:
+            self.best, self.best_step = y, step
+            return False
+        if y > self.best + self.min_delta:
+            self.bad_steps.append(step)
+        else:
+            self.bad_steps = []
+        if y < self.best:
+            self.best, self.best_step = y, step
+        if len(self.bad_steps) >= self.patience:
+            self.stop_step = step
+            self.reason = (
+                f"{self.metric} stayed above its minimum {self.best:.6g} (step {self.best_step})"
+                f" by more than min_delta={self.min_delta:g} for {self.patience} consecutive "
+                f"probe points (steps {', '.join(map(str, self.bad_steps))}) after the "
+                f"denoising stage ended at step {self.stage_ended_at}; stopping at step {step}"
+            )
+            return True
+        return False
+
+    def _observe_stage(self, step: int, r: float | None) -> None:
+        if r is not None and step > 0:
+            self.stage_points_seen += 1
+            self.stage_max = max(self.stage_max, r)
+            prev_step, prev_r = self._prev
+            rate = (r - prev_r) / (step - prev_step)
+            slowed = rate <= self.stage_slowdown * self.stage_max / step
+            near_peak = r >= self.stage_end_fraction * self.stage_max
+            self._saturated_run = self._saturated_run + 1 if (slowed and near_peak) else 0
+            self._prev = (step, r)
+        if self.stage_end_step is not None and step >= self.stage_end_step:
+            self._end_stage(step, f"reached stage_end_step={self.stage_end_step}")
+            return
+        if r is None or step <= 0:
+            return
+        if self.stage_max < self.stage_min_fraction:
+            self.stage_reason = (
+                f"removal has not reached stage_min_fraction={self.stage_min_fraction:g} "
+                f"(max {self.stage_metric} so far {self.stage_max:.4g})"
+            )
+            return
+        if self.stage_points_seen >= self.warmup_points and (
+            self._saturated_run >= self.stage_points
+        ):
+            self._end_stage(
+                step,
+                f"{self.stage_metric} saturated at {r:.4g} (max {self.stage_max:.4g}) for "
+                f"{self.stage_points} probe point(s)",
+            )
+
+    def _end_stage(self, step: int, why: str) -> None:
+        self.stage_ended_at = step
+        self.stage_reason = f"the denoising stage ended at step {step}: {why}"
+
+    def status(self) -> dict[str, float]:
+        """Loggable state: ``stopper/stage`` (1 or 2), ``stopper/bad_points``, ``stopper/best``."""
+        return {
+            "stopper/stage": 1.0 if self.stage_ended_at is None else 2.0,
+            "stopper/bad_points": float(len(self.bad_steps)),
+            "stopper/best": math.nan if self.best is None else self.best,
+        }
+
+    # ------------------------------------------------------------------ state
+    _FIELDS = (
+        "last_step",
+        "stage_points_seen",
+        "stage_max",
+        "_saturated_run",
+        "stage_ended_at",
+        "stage_reason",
+        "best",
+        "best_step",
+        "bad_steps",
+        "stop_step",
+        "reason",
+    )
+
+    def state_dict(self) -> dict[str, Any]:
+        """The decision state, JSON-able (strict JSON: no NaN or inf)."""
+        state = {k.lstrip("_"): getattr(self, k) for k in self._FIELDS}
+        state["bad_steps"] = list(self.bad_steps)
+        state["prev"] = list(self._prev)
+        state["format"] = _STATE_FORMAT
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output (the constructor's settings are kept)."""
+        if state.get("format") != _STATE_FORMAT:
+            raise ValueError(
+                f"unknown stopper state format {state.get('format')!r} (expected {_STATE_FORMAT})"
+            )
+        missing = [k for k in self._FIELDS if k.lstrip("_") not in state]
+        if missing or "prev" not in state:
+            raise ValueError(f"stopper state is missing {missing or ['prev']}")
+        for k in self._FIELDS:
+            setattr(self, k, state[k.lstrip("_")])
+        self.bad_steps = list(self.bad_steps)
+        prev_step, prev_r = state["prev"]
+        self._prev = (int(prev_step), float(prev_r))
+
+    def __repr__(self) -> str:
+        return (
+            f"NoiseRiseStopper(patience={self.patience}, min_delta={self.min_delta}, "
+            f"metric={self.metric!r}, stage_ended_at={self.stage_ended_at}, "
+            f"stop_step={self.stop_step})"
+        )
