@@ -2,15 +2,15 @@
 
 All functions are per probe: they reduce over the last dimension (one entry per subset,
 DESIGN.md §3) and keep the leading ones. To treat AND and OR interactions together, the
-caller concatenates them along the last dimension; the empty set is then index 0 of each
-half, which :func:`salient` never marks.
+caller concatenates them along the last dimension and says so (``concatenated=True``)
+where positions matter (:func:`salient`, :func:`order_histogram`).
 """
 
 from __future__ import annotations
 
 import torch
 
-from .transforms import subset_orders
+from .transforms import n_players_of, subset_orders
 
 __all__ = [
     "salient",
@@ -22,23 +22,11 @@ __all__ = [
 ]
 
 
-def _halves(size: int) -> int:
-    """How many subset tables of ``2**n`` entries are concatenated in ``size`` (1 or 2)."""
-    if size > 0 and size & (size - 1) == 0:
-        return 1
-    if size % 2 == 0 and (size // 2) & (size // 2 - 1) == 0:
-        return 2
-    raise ValueError(
-        f"the last dimension must be 2**n (one table) or 2 * 2**n (AND and OR concatenated); "
-        f"got {size}"
-    )
-
-
-def _orders(size: int, device) -> torch.Tensor:
-    """Order (popcount) of the subset at every position of a (possibly doubled) table."""
-    halves = _halves(size)
-    n = (size // halves).bit_length() - 1
-    return subset_orders(n, device).repeat(halves)
+def _orders(size: int, concatenated: bool, device) -> torch.Tensor:
+    """Order (popcount) of the subset at every position of one table or of AND|OR."""
+    n = n_players_of(torch.empty(size // 2 if concatenated else size))
+    orders = subset_orders(n, device)
+    return orders.repeat(2) if concatenated else orders
 
 
 def salient(
@@ -46,12 +34,16 @@ def salient(
     *,
     rel: float | None = 0.05,
     abs: float | None = None,  # noqa: A002
+    concatenated: bool = False,
 ) -> torch.Tensor:
     """Boolean mask of salient subsets: ``|I(S)| >= tau``, never the empty set.
 
     ``tau = rel * max_S |I(S)|`` per probe (DESIGN.md §5); with ``abs`` given, the
     absolute threshold is used instead (``rel=None``) or as well (the larger of the two).
-    A probe whose interactions are all zero has no salient subset.
+    A probe whose interactions are all zero has no salient subset. Pass
+    ``concatenated=True`` for AND and OR concatenated (``AndOrInteractions.concatenated()``):
+    the threshold is then relative to the maximum over both types, and neither empty set
+    is marked.
     """
     if rel is None and abs is None:
         raise ValueError("salient() needs a relative threshold `rel`, an absolute `abs`, or both")
@@ -66,7 +58,7 @@ def salient(
     if abs is not None:
         tau = torch.clamp(tau, min=float(abs))
     mask = (mag >= tau) & (mag > 0)
-    mask[..., _orders(i.shape[-1], i.device) == 0] = False
+    mask[..., _orders(i.shape[-1], concatenated, i.device) == 0] = False
     return mask
 
 
@@ -105,12 +97,15 @@ def generalizability(
     return torch.where(den > 0, num / torch.where(den > 0, den, 1), torch.nan)
 
 
-def order_histogram(i: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def order_histogram(
+    i: torch.Tensor, mask: torch.Tensor, *, concatenated: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Count and strength of the masked subsets by order: two tensors ``[..., n + 1]``.
 
-    Works on one table (last dim ``2**n``) or on AND and OR concatenated (``2 * 2**n``).
+    Works on one table (last dim ``2**n``) or, with ``concatenated=True``, on AND and OR
+    concatenated (``2 * 2**n``), adding both types up per order.
     """
-    orders = _orders(i.shape[-1], i.device)
+    orders = _orders(i.shape[-1], concatenated, i.device)
     n = int(orders.max())
     onehot = torch.nn.functional.one_hot(orders, n + 1).to(i.dtype)  # [size, n+1]
     sel = mask.to(i.dtype)
