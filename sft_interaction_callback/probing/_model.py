@@ -18,6 +18,7 @@ from torch import nn
 
 KV = list[tuple[torch.Tensor, torch.Tensor]]
 
+_WINDOW_ATTR = {"sliding_attention": "sliding_window", "chunked_attention": "attention_chunk_size"}
 _MAX_LEN_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "n_ctx")
 
 
@@ -86,22 +87,31 @@ class ModelAdapter:
                 return value
         return None
 
-    def sharing_obstacle(self) -> str | None:
-        """Why prefix KV sharing cannot be used for this model (None if it can)."""
+    def sharing_obstacle(self, length: int | None = None) -> str | None:
+        """Why prefix KV sharing would not be exact for this model (None if it is).
+
+        Sliding-window / chunked layers are exact as long as the whole probe fits in the
+        window, so with ``length=None`` only permanent obstacles are reported.
+        """
         cfg = self.text_config
         if self.cache_kw is None:
             return "its forward takes no KV cache"
         if getattr(self.config, "is_encoder_decoder", False):
             return "it is an encoder-decoder model"
         types = getattr(cfg, "layer_types", None)
-        if types is not None and any(t != "full_attention" for t in types):
-            return f"it has non-full attention layers ({sorted(set(types))})"
-        if (
-            types is None
-            and getattr(cfg, "sliding_window", None)
-            and getattr(cfg, "use_sliding_window", True)
-        ):
-            return "it uses sliding-window attention"
+        windows: list[tuple[str, int | None]] = []
+        if types is not None:
+            for kind in sorted(set(types)):
+                if kind == "full_attention":
+                    continue
+                if kind not in _WINDOW_ATTR:
+                    return f"it has {kind} layers"
+                windows.append((kind, getattr(cfg, _WINDOW_ATTR[kind], None)))
+        elif getattr(cfg, "sliding_window", None) and getattr(cfg, "use_sliding_window", True):
+            windows.append(("sliding-window", cfg.sliding_window))
+        for kind, window in windows:
+            if length is not None and window is not None and length > window:
+                return f"its {kind} layers see {window} tokens, fewer than the probe's {length}"
         return None
 
     def kv_bytes_per_token(self) -> int:
@@ -169,11 +179,30 @@ def _cache_kw(params: set[str]) -> str | None:
 
 
 def make_cache(kv: KV | None) -> Any:
-    """A DynamicCache holding ``kv`` (one ``(key, value)`` per layer), or an empty one."""
+    """A DynamicCache holding ``kv`` (one ``(key, value)`` per layer), or an empty one.
+
+    The tensors are adopted without a copy (the constructor would concatenate them onto
+    empty tensors); the forward pass concatenates new keys onto them into fresh tensors,
+    so the caller's ``kv`` is never written to.
+    """
     from transformers import DynamicCache
 
     if kv is None:
         return DynamicCache()
+    try:
+        from transformers.cache_utils import DynamicLayer
+
+        cache = DynamicCache()
+        layers = cache.layers
+        for k, v in kv:
+            layer = DynamicLayer()
+            layer.lazy_initialization(k, v)
+            layer.keys, layer.values = k, v
+            layers.append(layer)
+        if cache.get_seq_length() == kv[0][0].shape[-2]:
+            return cache
+    except (ImportError, AttributeError, TypeError, ValueError):  # other transformers versions
+        pass
     return DynamicCache(list(kv))
 
 

@@ -60,6 +60,13 @@ def resolve_baseline(
                 f"baseline {baseline!r}: the tokenizer has no {baseline} token; use one of "
                 f"{usable} instead (or a learned tensor from learn_baseline)"
             )
+        vocab = int(emb.weight.shape[0])
+        if not 0 <= int(token_id) < vocab:
+            raise ValueError(
+                f"baseline {baseline!r}: the {baseline} token id {token_id} is outside the "
+                f"model's embedding table ({vocab} rows); resize the embeddings "
+                "(model.resize_token_embeddings(len(tokenizer))) or use 'zero' / 'mean'"
+            )
         ids = torch.tensor([token_id], device=adapter.device)
         return emb(ids)[0].detach().to(adapter.dtype)
 

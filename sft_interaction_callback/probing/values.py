@@ -212,6 +212,7 @@ class CausalLMValue(_MaskedValue):
         super().__init__(model, tokenizer, baseline=baseline, batch_size=batch_size)
         self.prefix_sharing = prefix_sharing
         self.cache_memory = cache_memory
+        self._warned: set[str] = set()
         obstacle = self.adapter.sharing_obstacle()
         if prefix_sharing and obstacle:
             warnings.warn(f"prefix sharing disabled: {obstacle}; using full passes", stacklevel=2)
@@ -243,6 +244,12 @@ class CausalLMValue(_MaskedValue):
 
     def _compute(self, prep: _Prepared, masks: torch.Tensor, batch: int) -> torch.Tensor:
         if not self.prefix_sharing:
+            return super()._compute(prep, masks, batch)
+        obstacle = self.adapter.sharing_obstacle(prep.length)
+        if obstacle:
+            if obstacle not in self._warned:
+                self._warned.add(obstacle)
+                warnings.warn(f"prefix sharing skipped: {obstacle}", stacklevel=3)
             return super()._compute(prep, masks, batch)
         try:
             return _PrefixTree(self, prep, masks, batch).run()
@@ -285,10 +292,9 @@ class _PrefixTree:
         self.n = prep.probe.n_players
         n = self.n
         # Sorted by bits 0, 1, ... (bit-reversed order), every tree node is a contiguous range.
-        self.order = sorted(
-            range(len(masks)), key=lambda i: int(format(int(masks[i]), f"0{n}b")[::-1], 2)
-        )
-        self.sorted_masks = [int(masks[i]) for i in self.order]
+        values = masks.tolist()
+        self.order = sorted(range(len(values)), key=lambda i: format(values[i], f"0{n}b")[::-1])
+        self.sorted_masks = [values[i] for i in self.order]
         self.mask_tensor = torch.tensor(self.sorted_masks, dtype=torch.long, device=owner.device)
         self.batch = batch
         self.edges = prep.bounds + [prep.length]

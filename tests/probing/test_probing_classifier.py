@@ -69,3 +69,12 @@ def test_too_long_for_encoder(minilm_classifier, tokenizer):
     long = Probe("stone " * 600, "positive", [(0, 5)], id="L")
     with pytest.raises(ValueError, match=r"probe 'L'.*context of 512"):
         vf(long)
+
+
+def test_learn_baseline_on_classifier(minilm_classifier, tokenizer, probe):
+    from sft_interaction_callback.probing import learn_baseline
+
+    vf = SequenceClassifierValue(minilm_classifier, tokenizer, label=1)
+    b = learn_baseline(vf, tokenizer, [probe], init="mask", steps=2, samples_per_probe=2)
+    assert b.shape == (384,) and not torch.equal(b, vf.baseline)
+    assert all(p.grad is None for p in minilm_classifier.parameters())

@@ -19,7 +19,12 @@ def test_lora_values_follow_adapter_and_match_merged(tiny_model, tokenizer, fami
     base = tiny_model(family, len(tokenizer), seed=3)
     targets = ["q_proj", "v_proj"] if family == "llama" else ["c_attn"]
     cfg = peft.LoraConfig(
-        r=4, lora_alpha=8, target_modules=targets, lora_dropout=0.0, init_lora_weights=False
+        fan_in_fan_out=family == "gpt2",  # GPT-2 uses Conv1D
+        r=4,
+        lora_alpha=8,
+        target_modules=targets,
+        lora_dropout=0.0,
+        init_lora_weights=False,
     )
     model = peft.get_peft_model(copy.deepcopy(base), cfg)
     probe = Probe(PROMPT, " to guide ships", select_players(PROMPT, 4), id="lora")

@@ -177,8 +177,9 @@ def test_oom_halves_batch_and_retries(make_tiny, tokenizer, monkeypatch):
         return real(embeds, m, kv)
 
     monkeypatch.setattr(vf.adapter, "target_logits", flaky)
-    with pytest.warns(UserWarning, match="batch_size=4"):
+    with pytest.warns(UserWarning, match="out of memory; retrying with batch_size") as rec:
         got = vf(probe)
+    assert [str(w.message)[-1] for w in rec] == ["8", "4"]
     assert torch.allclose(got, expected, atol=1e-6)
     assert vf.batch_size == 4 and 16 in seen and 8 in seen
 
@@ -235,3 +236,44 @@ def test_prefix_tree_runs_far_fewer_tokens(make_tiny, tokenizer, monkeypatch):
             monkeypatch.setattr(vf.adapter, name, counting)
         vf(probe)
     assert fed[True] < 0.5 * fed[False]
+
+
+@pytest.mark.parametrize("window", [8, 128])
+def test_sliding_window_model_exact_either_way(tokenizer, reference_causal, window):
+    """Sharing is kept while the probe fits the window, and skipped (with a warning) if not."""
+    import warnings
+
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    cfg = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        use_sliding_window=True,
+        sliding_window=window,
+        max_window_layers=1,
+    )
+    model = Qwen2ForCausalLM(cfg).eval()
+    probe = _probe(4)
+    vf = CausalLMValue(model, tokenizer)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        v = vf(probe)
+    skipped = [w for w in caught if "prefix sharing skipped" in str(w.message)]
+    assert bool(skipped) == (window == 8)
+    ref = reference_causal(model, tokenizer, probe, vf.baseline, range(16))
+    assert torch.allclose(v.double(), ref, atol=1e-4, rtol=0)
+
+
+def test_pad_token_outside_embedding_table(tiny_model, tokenizer):
+    model = tiny_model("llama", 1000)
+    big = _NoMask(tokenizer)
+    big.pad_token_id = 5000  # e.g. a pad token added without resizing the embeddings
+    with pytest.raises(ValueError, match=r"pad token id 5000 is outside .*resize_token_embeddings"):
+        CausalLMValue(model, big, baseline="pad")
+    assert CausalLMValue(model, big, baseline="unk").baseline.shape == (32,)
