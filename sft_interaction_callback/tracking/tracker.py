@@ -100,7 +100,7 @@ class InteractionTracker:
     """Removed / preserved / emerged salient interactions and their quality, per probe point.
 
     Salience (DESIGN.md §5): ``Omega_t = {S != {} : |I_t(S)| >= tau}`` per probe and type,
-    ``tau = salient_rel * max_S |I_t(S)|`` (``salient_abs`` gives an absolute threshold
+    ``tau = salient_rel * max_{S != {}} |I_t(S)|`` (``salient_abs`` gives an absolute threshold
     instead, or as well: the larger one wins). ``salient_scope="type"`` (default, as in the
     design) takes the max over the AND and the OR table separately; ``"joint"`` over both.
     Interactions are matched by (probe, type, subset): AND and OR are concatenated along the
@@ -223,8 +223,13 @@ class InteractionTracker:
     def _salient(self, table: torch.Tensor) -> torch.Tensor:
         kw = {"rel": self.salient_rel, "abs": self.salient_abs}
         half = table.shape[-1] // 2
+        # The empty sets are never salient, and must not set the relative threshold either:
+        # I_and({}) = v({}) (the whole masked output) would otherwise dwarf every real
+        # interaction of a language model and leave Omega_t empty.
+        table = table.clone()
+        table[:, 0] = table[:, half] = 0
         if self.salient_scope == "joint":
-            # One threshold over both types; neither empty set (index 0 of each half) counts.
+            # One threshold over both types.
             mask = salient(table, **kw)
             mask[:, 0] = mask[:, half] = False
             return mask

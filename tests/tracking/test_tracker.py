@@ -329,3 +329,13 @@ def test_input_validation():
         InteractionTracker(salient_scope="both")
     with pytest.raises(ValueError):
         InteractionTracker(noise_min_order=0)
+
+
+@pytest.mark.parametrize("scope", ["joint", "type"])
+def test_empty_set_does_not_set_the_relative_threshold(scope):
+    # A language model's I_and({}) = v({}) is the whole masked output (here -10), far above
+    # every real interaction; the threshold must come from the non-empty subsets only.
+    i_and, i_or = table({0: -10.0, 1: 0.3, 3: 0.2, 7: 0.004}, {6: 0.1})
+    tr = InteractionTracker(salient_scope=scope)
+    tr.set_base(i_and, i_or)
+    assert members(tr.last_sets()["preserved"]) == {"A1", "A3", "O6"}
