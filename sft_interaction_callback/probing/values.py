@@ -120,12 +120,12 @@ class _MaskedValue:
         )
         return int(max(1, min(1024, 0.5 * free // max(per_seq, 1))))
 
-    def _check_length(self, probe: Probe, length: int) -> None:
+    def _check_length(self, probe: Probe, length: int, what: str) -> None:
         limit = self.adapter.max_length
         if limit is not None and length > limit:
             raise ValueError(
-                f"probe {probe.id!r}: prompt + target is {length} tokens, longer than the "
-                f"model's context of {limit}; shorten the prompt or choose another example "
+                f"probe {probe.id!r}: {what} is {length} tokens, longer than the model's "
+                f"context of {limit}; shorten the prompt or choose another example "
                 "(probes are never truncated, that would change what is measured)"
             )
 
@@ -180,7 +180,7 @@ class _MaskedValue:
             self._flat_chunk(prep, masks[i : i + batch], self._baseline)
             for i in range(0, len(masks), batch)
         ]
-        return torch.cat(out)
+        return torch.cat([o.to(self.device) for o in out])
 
     def _embed(self, ids: list[int]) -> torch.Tensor:
         t = torch.tensor(ids, dtype=torch.long, device=self.device)
@@ -221,7 +221,7 @@ class CausalLMValue(_MaskedValue):
     def _prepare(self, probe: Probe) -> _Prepared:
         enc = encode_probe(probe, self.tokenizer)
         ids = enc.prompt_ids + enc.target_ids
-        self._check_length(probe, len(ids))
+        self._check_length(probe, len(ids), "prompt + target")
         inputs = ids[:-1]
         cover = enc.cover + [0] * (len(inputs) - len(enc.cover))
         return _Prepared(
@@ -234,7 +234,8 @@ class CausalLMValue(_MaskedValue):
 
     def _values_from_logits(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         logp = torch.log_softmax(logits.float(), dim=-1)
-        picked = logp.gather(-1, targets.expand(logp.shape[0], -1)[..., None])[..., 0]
+        targets = targets.to(logp.device).expand(logp.shape[0], -1)  # head may sit elsewhere
+        picked = logp.gather(-1, targets[..., None])[..., 0]
         return log_odds_from_logprob(picked).sum(-1)
 
     def _flat_chunk(self, prep: _Prepared, masks: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -340,12 +341,16 @@ class _PrefixTree:
             reps = self.mask_tensor[
                 torch.tensor([a for _, (a, _) in chunk], device=self.out.device)
             ]
-            parent = None if kv is None else [(k[rows], v[rows]) for k, v in kv]
+            parent = (
+                None
+                if kv is None
+                else [(k[rows.to(k.device)], v[rows.to(v.device)]) for k, v in kv]
+            )
             seg = _masked(embeds, cover, reps, self.b)
             if last:  # masks are unique, so each leaf is one mask
                 logits = self.adapter.target_logits(seg, self.m, parent)
                 vals = self.owner._values_from_logits(logits, self.prep.targets)
-                self.out[chunk[0][1][0] : chunk[-1][1][1]] = vals
+                self.out[chunk[0][1][0] : chunk[-1][1][1]] = vals.to(self.out.device)
             else:
                 child_kv = parent if hi == lo else self.adapter.extend_cache(seg, parent)
                 self._expand(level + 1, child_kv, [ab for _, ab in chunk])
@@ -404,7 +409,7 @@ class SequenceClassifierValue(_MaskedValue):
 
     def _prepare(self, probe: Probe) -> _Prepared:
         ids, cover = encode_prompt(probe, self.tokenizer)
-        self._check_length(probe, len(ids))
+        self._check_length(probe, len(ids), "the prompt")
         label = (
             self.label
             if self.label is not None
