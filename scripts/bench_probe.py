@@ -81,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     if args.quick:
-        args.n, args.prompt_tokens, args.target_tokens, args.naive_masks = 6, 48, 4, 16
-        args.flat_masks = 64
+        args.n, args.prompt_tokens, args.target_tokens, args.naive_masks = 5, 32, 4, 8
+        args.flat_masks = 32
     if args.threads:
         torch.set_num_threads(args.threads)
 

@@ -7,6 +7,7 @@ Players are chosen inside the user's own words only, never in template text.
 
 from __future__ import annotations
 
+import itertools
 import random
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -38,6 +39,7 @@ def probes_from_dataset(
     dolly_context_template: str = DEFAULT_DOLLY_CONTEXT_TEMPLATE,
     as_chat: bool = False,
     id_prefix: str = "",
+    max_rows: int = 10_000,
 ) -> list[Probe]:
     """Sample ``num_probes`` rows (deterministically by ``seed``) and turn them into probes.
 
@@ -46,11 +48,15 @@ def probes_from_dataset(
     name, an id resolved by ``label_names`` or the data set's ``ClassLabel``, or a list whose
     first entry is used). ``as_chat=True`` renders plain rows as one user turn through the
     chat template. Rows with at least ``n_players`` eligible words are preferred; if too few
-    exist, shorter rows are used with fewer players (with a warning).
+    exist, shorter rows are used with fewer players (with a warning). Iterables without a
+    length (streaming data sets) are sampled among their first ``max_rows`` rows.
     """
     if label_names is None:
         label_names = _class_label_names(rows)
-    data = rows if hasattr(rows, "__getitem__") and hasattr(rows, "__len__") else list(rows)
+    if hasattr(rows, "__getitem__") and hasattr(rows, "__len__"):
+        data = rows
+    else:  # a generator or streaming data set: sample among its first ``max_rows`` rows
+        data = list(itertools.islice(rows, max_rows))
     order = list(range(len(data)))
     random.Random(seed).shuffle(order)
     full: list[Probe] = []

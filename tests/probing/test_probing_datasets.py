@@ -168,3 +168,16 @@ def test_goemotions_rows(tokenizer):
         assert p.target.strip() in names
         assert p.prompt.startswith("Classify the emotion of this comment: ")
         assert p.n_players == 6
+
+
+def test_streaming_rows_are_read_up_to_max_rows(tokenizer):
+    def stream():
+        i = 0
+        while True:  # endless, like a streaming data set
+            yield {"prompt": f"Keepers paint bright stones blue number {i}", "completion": " ok"}
+            i += 1
+
+    probes = probes_from_dataset(
+        stream(), tokenizer=tokenizer, n_players=3, num_probes=2, max_rows=5
+    )
+    assert len(probes) == 2 and all(int(p.id) < 5 for p in probes)
