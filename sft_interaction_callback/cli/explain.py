@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     """Load, probe, fit, print. Returns a process exit code (2 on bad input)."""
     try:
         result = explain(args)
-    except ValueError as err:
+    except (ValueError, OSError) as err:  # bad input, or a model path/hub id that won't load
         print(f"sft-interactions explain: error: {err}", file=sys.stderr)
         return 2
     if args.json:

@@ -119,6 +119,10 @@ def test_explain_bad_input_exit_code(saved_lm, capsys):
     args = parse(["explain", "--model", str(saved_lm), "--prompt", PROMPT, "--n", "3"])
     assert explain.run(args) == 2
     assert "--target is required" in capsys.readouterr().err
+    missing = str(saved_lm / "nope")
+    args = parse(["explain", "--model", missing, "--prompt", PROMPT, "--target", " yes"])
+    assert explain.run(args) == 2
+    assert "error:" in capsys.readouterr().err
 
 
 def test_explain_minilm_classifier_with_label(minilm_dir, tokenizer, capsys):
