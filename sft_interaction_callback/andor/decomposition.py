@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from .operators import FoldedInteractionMap
-from .solvers import solve_pdhg, solve_reference
+from .solvers import solve_default, solve_pdhg, solve_reference
 from .transforms import n_players_of, or_reconstruct, zeta
 
 __all__ = ["AndOrInteractions", "fit_and_or", "SOLVERS"]
@@ -98,10 +98,8 @@ def fit_and_or(
     flat = v.reshape(-1, 1 << n)
     work = flat.to(torch.float64)
     bound = noise_bound * (work[:, -1] - work[:, 0]).abs()
-    if solver == "reference":
-        p, q = solve_reference(work, bound, **options)
-    else:
-        p, q = solve_pdhg(work, bound, **options)
+    solve = {"default": solve_default, "pdhg": solve_pdhg, "reference": solve_reference}[solver]
+    p, q = solve(work, bound, **options)
     q = torch.maximum(torch.minimum(q, bound[:, None]), -bound[:, None])
     i_and, i_or = FoldedInteractionMap.build(n, work.device).apply(p, q, work)
 

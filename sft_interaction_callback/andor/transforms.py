@@ -122,3 +122,24 @@ def subset_orders(n: int, device: torch.device | str | None = None) -> torch.Ten
     for bit in range(n):
         order += (idx >> bit) & 1
     return order
+
+
+def kron_apply(table: torch.Tensor, factor: torch.Tensor | list[list[float]]) -> torch.Tensor:
+    """Apply the Kronecker power ``factor (x) ... (x) factor`` (a 2x2 matrix, one per bit).
+
+    Every subset transform here is such a power (e.g. :func:`moebius` is
+    ``[[1, 0], [-1, 1]]``); the general form also serves spectral solves. ``O(n * 2**n)``.
+    """
+    (a, b), (c, d) = (
+        factor.tolist() if isinstance(factor, torch.Tensor) else factor  # type: ignore[misc]
+    )
+    n = n_players_of(table)
+    out = table.contiguous().clone()
+    lead = out.shape[:-1]
+    for bit in range(n):
+        pairs = out.view(*lead, -1, 2, 1 << bit)
+        x0, x1 = pairs[..., 0, :], pairs[..., 1, :]
+        keep = x0.clone()
+        x0.mul_(a).add_(x1, alpha=b)
+        x1.mul_(d).add_(keep, alpha=c)
+    return out
