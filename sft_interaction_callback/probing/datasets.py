@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import string
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -180,6 +181,11 @@ def _fill(template: str, fields: dict[str, str], target: str) -> tuple[str, str,
         pos += len(literal)
         if name is None:
             continue
+        if name not in fields:
+            raise ValueError(
+                f"template {template!r} uses {{{name}}}; the fields here are "
+                + ", ".join("{" + f + "}" for f in fields)
+            )
         value = format(fields[name] if conv is None else repr(fields[name]), spec or "")
         regions.append((pos, pos + len(value)))
         out.append(value)
@@ -188,8 +194,6 @@ def _fill(template: str, fields: dict[str, str], target: str) -> tuple[str, str,
 
 
 def _parse(template: str) -> list[tuple[str, str | None, str | None, str | None]]:
-    import string
-
     return [
         (lit, name, spec, conv if conv == "r" else None)
         for lit, name, spec, conv in string.Formatter().parse(template)
@@ -218,10 +222,11 @@ def _render_chat(messages: list[dict[str, str]], tokenizer: Any) -> tuple[str, l
     regions: list[Span] = []
     cursor = 0
     for m in messages:
-        start = text.find(m["content"], cursor) if m["content"] else -1
+        content = m["content"] if m["content"] in text else m["content"].strip()  # trimmed?
+        start = text.find(content, cursor) if content else -1
         if start < 0:
             continue
-        end = start + len(m["content"])
+        end = start + len(content)
         if m["role"] == "user":
             regions.append((start, end))
         cursor = end

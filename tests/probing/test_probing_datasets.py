@@ -181,3 +181,23 @@ def test_streaming_rows_are_read_up_to_max_rows(tokenizer):
         stream(), tokenizer=tokenizer, n_players=3, num_probes=2, max_rows=5
     )
     assert len(probes) == 2 and all(int(p.id) < 5 for p in probes)
+
+
+def test_template_with_unknown_field(tokenizer):
+    rows = [{"text": "bright stones glow", "label": "joy"}]
+    with pytest.raises(ValueError, match=r"uses \{comment\}; the fields here are \{text\}"):
+        probes_from_dataset(rows, tokenizer=tokenizer, text_template="Say: {comment}")
+
+
+def test_template_that_trims_content(chat_tokenizer):
+    chat_tokenizer.chat_template = chat_tokenizer.chat_template.replace(
+        "{{ m['content'] }}", "{{ m['content'] | trim }}"
+    )
+    row = {
+        "messages": [
+            {"role": "user", "content": "  Why paint the keeper's stones blue?  \n"},
+            {"role": "assistant", "content": "Storms."},
+        ]
+    }
+    (p,) = probes_from_dataset([row], tokenizer=chat_tokenizer, n_players=3, num_probes=1)
+    assert p.words == ["paint", "stones", "blue"]  # found despite the trim
