@@ -233,9 +233,9 @@ class CausalLMValue(_MaskedValue):
         )
 
     def _values_from_logits(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        logp = torch.log_softmax(logits.float(), dim=-1)
-        targets = targets.to(logp.device).expand(logp.shape[0], -1)  # head may sit elsewhere
-        picked = logp.gather(-1, targets[..., None])[..., 0]
+        logits = logits.float()  # float32 log-probs even for bf16/fp16 weights
+        targets = targets.to(logits.device).expand(logits.shape[0], -1)  # head may sit elsewhere
+        picked = logits.gather(-1, targets[..., None])[..., 0] - torch.logsumexp(logits, dim=-1)
         return log_odds_from_logprob(picked).sum(-1)
 
     def _flat_chunk(self, prep: _Prepared, masks: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
