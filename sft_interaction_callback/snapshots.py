@@ -1,0 +1,231 @@
+"""Interaction snapshots on disk, written atomically and read back.
+
+Layout of ``<args.output_dir>/<output_subdir>/``:
+
+* ``probes.json``: the probes (id, prompt, target, players as spans and as words) and
+  ``n_players``;
+* ``step-<8 digits>.safetensors``: ``v`` ``[P, 2**n]``, ``i_and``, ``i_or`` ``[P, 2**n]`` and
+  the boolean masks ``salient``, ``removed``, ``preserved``, ``emerged``, ``noise``
+  ``[P, 2 * 2**n]`` (AND then OR), with the step in the metadata;
+* ``reference.safetensors``: the reference model's ``v``, ``i_and``, ``i_or``;
+* ``metrics.jsonl``: one JSON object per probe point, with ``step`` (NaN written as null);
+* ``stop.json``: the early-stop decision (step and reason), when training was stopped.
+
+Every write goes to a temporary file in the same folder, is fsynced, then
+``os.replace``-d over the target, so a reader (or a crash) never sees half a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = [
+    "FORMAT",
+    "SnapshotDir",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "json_safe",
+    "load_tensors",
+    "read_json",
+    "read_jsonl",
+    "step_filename",
+]
+
+FORMAT = "sft_interaction_callback.snapshots/1"
+_STEP_RE = re.compile(r"^step-(\d{8})\.safetensors$")
+
+
+def step_filename(step: int) -> str:
+    return f"step-{int(step):08d}.safetensors"
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, replace)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with NaN / inf floats as None and tensors / tuples as lists (strict JSON)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, torch.Tensor):
+        return json_safe(obj.tolist())
+    if isinstance(obj, Mapping):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, (str, int, bool)) or obj is None:
+        return obj
+    if hasattr(obj, "item"):  # numpy scalars
+        return json_safe(obj.item())
+    return str(obj)
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    text = json.dumps(json_safe(obj), indent=2, allow_nan=False, ensure_ascii=False)
+    return atomic_write_text(path, text + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The records of a JSON-lines file (an absent file has none)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """``(tensors, metadata)`` of a safetensors file, on CPU."""
+    from safetensors import safe_open
+
+    tensors = {}
+    with safe_open(str(path), framework="pt", device="cpu") as fh:
+        meta = dict(fh.metadata() or {})
+        for key in fh.keys():
+            tensors[key] = fh.get_tensor(key)
+    return tensors, meta
+
+
+def _tensor_bytes(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, Any]) -> bytes:
+    from safetensors.torch import save
+
+    clean = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    return save(clean, metadata={str(k): str(v) for k, v in metadata.items()})
+
+
+class SnapshotDir:
+    """The snapshot folder of one run; every method writes atomically.
+
+    ``metrics.jsonl`` is rewritten whole from the records held in memory (it stays small:
+    one line per probe point), which keeps each update atomic; records already on disk
+    are loaded by :meth:`load_metrics` (for a resumed run).
+    """
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+        self.records: list[dict[str, Any]] = []
+
+    # ------------------------------------------------------------------ paths
+    @property
+    def probes_path(self) -> Path:
+        return self.root / "probes.json"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def stop_path(self) -> Path:
+        return self.root / "stop.json"
+
+    @property
+    def reference_path(self) -> Path:
+        return self.root / "reference.safetensors"
+
+    def step_path(self, step: int) -> Path:
+        return self.root / step_filename(step)
+
+    def steps(self) -> list[int]:
+        """Steps with a snapshot file on disk, ascending."""
+        if not self.root.is_dir():
+            return []
+        found = (_STEP_RE.match(p.name) for p in self.root.iterdir())
+        return sorted(int(m.group(1)) for m in found if m)
+
+    # ------------------------------------------------------------------ writes
+    def write_probes(self, probes: Iterable[Any], extra: Mapping[str, Any] | None = None) -> Path:
+        items = [p.to_dict() if hasattr(p, "to_dict") else dict(p) for p in probes]
+        payload = {"format": FORMAT, **(extra or {}), "probes": items}
+        return atomic_write_json(self.probes_path, payload)
+
+    def write_step(
+        self,
+        step: int,
+        tensors: Mapping[str, torch.Tensor],
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Path:
+        meta = {"format": FORMAT, "step": int(step), **(metadata or {})}
+        return atomic_write_bytes(self.step_path(step), _tensor_bytes(tensors, meta))
+
+    def write_reference(
+        self, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, Any] | None = None
+    ) -> Path:
+        meta = {"format": FORMAT, **(metadata or {})}
+        return atomic_write_bytes(self.reference_path, _tensor_bytes(tensors, meta))
+
+    def append_metrics(self, record: Mapping[str, Any]) -> Path:
+        """Add one probe-point record (replacing an earlier one for the same step)."""
+        record = json_safe(dict(record))
+        step = record.get("step")
+        self.records = [r for r in self.records if r.get("step") != step] + [record]
+        lines = [json.dumps(r, allow_nan=False, ensure_ascii=False) for r in self.records]
+        return atomic_write_text(self.metrics_path, "".join(line + "\n" for line in lines))
+
+    def write_stop(self, info: Mapping[str, Any]) -> Path:
+        return atomic_write_json(self.stop_path, {"format": FORMAT, **info})
+
+    # ------------------------------------------------------------------ reads
+    def load_metrics(self) -> list[dict[str, Any]]:
+        self.records = read_jsonl(self.metrics_path)
+        return list(self.records)
+
+    def read_probes(self) -> list[Any]:
+        from sft_interaction_callback.probing.probes import Probe
+
+        data = read_json(self.probes_path)
+        return [Probe.from_dict(p) for p in data["probes"]]
+
+    def read_step(self, step: int) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        return load_tensors(self.step_path(step))
+
+    def read_reference(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        return load_tensors(self.reference_path)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Persist the rename itself (POSIX); silently skipped where folders cannot be opened."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - e.g. Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
