@@ -1,0 +1,150 @@
+"""build_report on synthetic run folders: files, page contents, loading rules."""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+
+import pytest
+import torch
+
+from sft_interaction_callback.reporting.plots import PLOTS
+from sft_interaction_callback.reporting.report import build_report
+from sft_interaction_callback.reporting.run_data import (
+    NoInteractionsData,
+    find_interactions_dir,
+    load_run,
+)
+
+PNG = b"\x89PNG\r\n\x1a\n"
+ALL_PLOTS = [p.name for p in PLOTS]
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == PNG and data[12:16] == b"IHDR"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def test_every_plot_is_a_png_and_embedded_in_the_page(full_report):
+    assert list(full_report.plots) == ALL_PLOTS
+    page = full_report.html.read_text(encoding="utf-8")
+    for name, path in full_report.plots.items():
+        data = path.read_bytes()
+        width, height = _png_size(data)
+        assert width > 400 and height > 200 and len(data) > 5000, name
+        assert path.parent == full_report.out_dir
+        assert f'src="data:image/png;base64,{base64.b64encode(data).decode()}"' in page
+    assert page.count('<img src="data:image/png;base64,') == len(ALL_PLOTS)
+    assert full_report.files == [*full_report.plots.values(), full_report.html]
+
+
+def test_page_is_self_contained(full_report):
+    page = full_report.html.read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>")
+    # nothing fetched from anywhere: no external src/href, no @import, no url()
+    assert not re.search(r'(src|href)="(?!data:|#)', page)
+    assert "@import" not in page and "url(" not in page
+    assert "http://" not in page and "https://" not in page
+
+
+def test_summary_holds_stop_stage_and_final_metrics(full_report, full_run):
+    page = full_report.html.read_text(encoding="utf-8")
+    assert f"<b>step {full_run.stop_step}</b>: {html.escape(full_run.stop_reason)}" in page
+    assert full_run.stop_reason not in page  # escaped: it holds "<after>"
+    assert f"First stage ended</dt><dd>step {full_run.stage_end}" in page
+    assert f"Metrics at step {full_run.stop_step} (stop)" in page
+    assert "<th>γ</th>" in page  # a reference was used
+    assert f"steps {full_run.skipped_step}" in page  # the skipped probe point is noted
+
+
+def test_probe_prompts_are_escaped_with_players_highlighted(full_report, full_run):
+    page = full_report.html.read_text(encoding="utf-8")
+    assert "<script>alert" not in page and "</script> &" not in page
+    assert "&lt;script&gt;alert(&quot;owned&quot;)&lt;/script&gt; &amp; <span" in page
+    for probe in full_run.probes:
+        for i, word in enumerate(probe.words):
+            assert (
+                f'<span class="pl" data-p="{i}" title="player {i}">{html.escape(word)}</span>'
+                in page
+            )
+        assert f'id="probe-{full_run.probes.index(probe)}"' in page
+    assert page.count('class="ix-row') > 3 * len(full_run.probes)
+    for cat in ("preserved", "emerged", "removed"):
+        assert f'data-cat="{cat}"' in page
+
+
+def test_top_interactions_are_the_strongest_of_each_category(full_run):
+    run = load_run(full_run.root)
+    assert run.focus_step == 20 and run.base_step == 0
+    i_and, i_or = full_run.tables[20]
+    base = torch.cat(full_run.tables[0], -1)
+    size = i_and.shape[-1]
+    for p in range(len(full_run.probes)):
+        top = run.top_interactions(p, k=3)
+        for kind, table in (("and", i_and[p]), ("or", i_or[p])):
+            half = slice(0, size) if kind == "and" else slice(size, 2 * size)
+            mask = (full_run.sets["preserved"] | full_run.sets["emerged"])[p, half]
+            want = sorted(torch.nonzero(mask).flatten().tolist(), key=lambda s: -abs(table[s]))
+            assert [it.subset for it in top[kind]] == want[:3]
+            for it in top[kind]:
+                assert it.value == pytest.approx(float(table[it.subset]))
+                assert it.category == (
+                    "preserved" if full_run.sets["preserved"][p, half][it.subset] else "emerged"
+                )
+                assert it.words == tuple(full_run.probes[p].words[i] for i in it.players)
+        removed = torch.nonzero(full_run.sets["removed"][p]).flatten().tolist()
+        want = sorted(removed, key=lambda j: -abs(base[p, j]))[:3]
+        got = [it.subset + (size if it.kind == "or" else 0) for it in top["removed"]]
+        assert got == want and all(it.step == 0 for it in top["removed"])
+
+
+def test_order_histograms_match_the_tracker(full_run):
+    hists = load_run(full_run.root).order_histograms()
+    for c, h in full_run.histograms.items():
+        assert hists[c]["count"] == pytest.approx(h["count"].tolist(), abs=1e-5)
+        assert hists[c]["share"] == pytest.approx(h["strength_norm"].tolist(), abs=1e-5)
+
+
+@pytest.mark.parametrize("logs", ["trainer_state", "checkpoint", "log_history.json"])
+def test_loss_history_sources(tmp_path, make_run, logs):
+    made = make_run(tmp_path, logs=logs, reference=False)
+    run = load_run(made.root)
+    losses = run.losses()
+    assert len(losses["train"][0]) == 20 and len(losses["eval_loss"][0]) == 4
+    expected = {
+        "trainer_state": made.root / "trainer_state.json",
+        "checkpoint": made.root / "checkpoint-20" / "trainer_state.json",  # the newest
+        "log_history.json": made.interactions / "log_history.json",
+    }[logs]
+    assert run.log_history_source == expected
+    assert run.train_steps == 20
+
+
+def test_run_folder_lookup(tmp_path, make_run):
+    made = make_run(tmp_path / "custom", subdir="my_snapshots", logs="trainer_state")
+    assert find_interactions_dir(made.root) == (made.interactions, made.root)
+    # the snapshot folder itself is accepted too, and still finds the Trainer's files
+    run = load_run(made.interactions)
+    assert run.interactions_dir == made.interactions and run.run_dir == made.root
+    assert run.log_history_source == made.root / "trainer_state.json"
+
+    empty = tmp_path / "empty"
+    (empty / "interactions").mkdir(parents=True)
+    with pytest.raises(NoInteractionsData, match="no interaction data"):
+        load_run(empty)
+    (empty / "interactions" / "probes.json").write_text('{"probes": []}')
+    with pytest.raises(NoInteractionsData, match="no probe point"):
+        build_report(empty)
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        load_run(tmp_path / "missing")
+    with pytest.raises(ValueError, match="top"):
+        build_report(made.root, top=0)
+
+
+def test_stop_from_metrics_when_stop_json_is_absent(tmp_path, make_run):
+    made = make_run(tmp_path)
+    (made.interactions / "stop.json").unlink()
+    run = load_run(made.root)
+    assert run.stop_step == 20 and "<after>" in run.stop["reason"]
+    assert run.skipped_steps == [12] and 12 not in run.steps
