@@ -152,3 +152,11 @@ def test_explain_minilm_classifier_with_label(minilm_dir, tokenizer, capsys):
     v = SequenceClassifierValue(model, tokenizer, label=1)(probe)
     assert out["v_full"] == pytest.approx(float(v[-1]), abs=1e-4)
     assert out["words"] == probe.words
+
+
+def test_explain_through_the_entry_point(saved_lm, capsys):
+    cli = pytest.importorskip("sft_interaction_callback.cli")
+    argv = ["explain", "--model", str(saved_lm), "--prompt", PROMPT, "--target", " yes"]
+    assert cli.main([*argv, "--n", "3", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n_players"] == 3 and len(out["v"]) == 8
