@@ -79,7 +79,22 @@ def test_explain_causal_lm_json_round_trips(saved_lm, tokenizer, capsys):
     assert out["and"], "a random model still has AND effects"
 
 
-def test_explain_text_output_and_players_option(saved_lm, capsys):
+@pytest.fixture()
+def quick_fit(monkeypatch):
+    """Wiring/format tests: a plain Harsanyi (AND-only) decomposition instead of the LP."""
+    import sft_interaction_callback.andor as andor
+
+    def fit(v, **_):
+        n = v.shape[-1].bit_length() - 1
+        zeros = torch.zeros_like(v)
+        return andor.AndOrInteractions(
+            v=v, i_and=andor.moebius(v), i_or=zeros, p=zeros, q=zeros, n_players=n
+        )
+
+    monkeypatch.setattr(andor, "fit_and_or", fit)
+
+
+def test_explain_text_output_and_players_option(saved_lm, capsys, quick_fit):
     args = parse(
         [
             "explain",
@@ -154,7 +169,7 @@ def test_explain_minilm_classifier_with_label(minilm_dir, tokenizer, capsys):
     assert out["words"] == probe.words
 
 
-def test_explain_through_the_entry_point(saved_lm, capsys):
+def test_explain_through_the_entry_point(saved_lm, capsys, quick_fit):
     cli = pytest.importorskip("sft_interaction_callback.cli")
     argv = ["explain", "--model", str(saved_lm), "--prompt", PROMPT, "--target", " yes"]
     assert cli.main([*argv, "--n", "3", "--json"]) == 0
