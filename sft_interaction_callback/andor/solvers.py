@@ -119,15 +119,16 @@ def solve_pdhg(
     tau_p = step_balance / cols_p
     tau_q = step_balance / cols_q
 
-    def pdhg_step(z: list[torch.Tensor]) -> list[torch.Tensor]:
-        p, q, y_and, y_or = z
+    def pdhg_step(z: torch.Tensor) -> torch.Tensor:
+        """One PDHG step on the stacked state ``[p, q, y_and, y_or]`` (``[4, ..., 2**n]``)."""
+        p, q, y_and, y_or = z.unbind(0)
         d_p, d_q = fmap.transpose(y_and, y_or)
         p_new = p - tau_p * d_p
         q_new = torch.maximum(torch.minimum(q - tau_q * d_q, box), -box)
         k_and, k_or = fmap.linear(2 * p_new - p, 2 * q_new - q)
         y_and = (y_and + sigma_and * (k_and + g_and)).clamp_(-1.0, 1.0)
         y_or = (y_or + sigma_or * (k_or + g_or)).clamp_(-1.0, 1.0)
-        return [p_new, q_new, y_and, y_or]
+        return torch.stack((p_new, q_new, y_and, y_or))
 
     # Start from the best of "all AND", "all OR", the even split and ``start``.
     zero = torch.zeros_like(vs64)
@@ -141,30 +142,28 @@ def solve_pdhg(
     best_q = torch.stack([sq for _, sq in starts])[pick, rows]
     best_obj = objs.amin(dim=0)
 
-    z = [best_p.to(work_dtype), best_q.to(work_dtype), torch.zeros_like(vs), torch.zeros_like(vs)]
-    anchor = [t.clone() for t in z]
+    z = torch.stack(
+        (best_p.to(work_dtype), best_q.to(work_dtype), zero.to(work_dtype), zero.to(work_dtype))
+    )
+    anchor = z.clone()
     k = torch.zeros_like(vs[..., :1])
     res0 = torch.full_like(k, float("inf"))
     for it in range(1, iterations + 1):
         tz = pdhg_step(z)
         checking = it % check_every == 0 or it == iterations
         if checking:  # restarts and the best iterate are decided every check_every steps
-            res = torch.sqrt(
-                sum(((a - b) ** 2).sum(-1, keepdim=True) for a, b in zip(tz, z, strict=True))
-            )
+            res = (tz - z).square().sum(dim=(0, -1)).sqrt()[..., None]
         w = (k + 1) / (k + 2)
-        z = [
-            w * ((1 + reflection) * a - reflection * b) + (1 - w) * c
-            for a, b, c in zip(tz, z, anchor, strict=True)
-        ]
+        # z <- w ((1 + r) T(z) - r z) + (1 - w) z0, in place
+        z.mul_(-reflection).add_(tz, alpha=1 + reflection).mul_(w).add_((1 - w) * anchor)
         k = k + 1
         if not checking:
             continue
         res0 = torch.where(torch.isinf(res0), res, res0)
         restart = (k >= min_restart) & (res <= restart_ratio * res0)
         if bool(restart.any()):
-            z = [torch.where(restart, a, b) for a, b in zip(tz, z, strict=True)]
-            anchor = [torch.where(restart, a, b) for a, b in zip(tz, anchor, strict=True)]
+            z = torch.where(restart, tz, z)
+            anchor = torch.where(restart, tz, anchor)
             k = torch.where(restart, 0.0, k)
             res0 = torch.where(restart, float("inf"), res0)
         p_chk = tz[0].to(torch.float64)
