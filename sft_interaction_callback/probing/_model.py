@@ -23,9 +23,16 @@ _MAX_LEN_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length"
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
-    """The module to call: through DDP/DataParallel, and PEFT to its (LoRA-injected) base."""
-    while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-        model = model.module
+    """The module to call: through DDP/DataParallel, torch.compile, and PEFT to its
+    (LoRA-injected) base. Masks change the batch size, which would only make a compiled
+    module recompile."""
+    while True:
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
+            model = model._orig_mod
+        else:
+            break
     if hasattr(model, "peft_config") and hasattr(model, "get_base_model"):
         cfg = getattr(model, "active_peft_config", None)
         if getattr(cfg, "is_prompt_learning", False):

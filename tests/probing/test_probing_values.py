@@ -277,3 +277,14 @@ def test_pad_token_outside_embedding_table(tiny_model, tokenizer):
     with pytest.raises(ValueError, match=r"pad token id 5000 is outside .*resize_token_embeddings"):
         CausalLMValue(model, big, baseline="pad")
     assert CausalLMValue(model, big, baseline="unk").baseline.shape == (32,)
+
+
+def test_wrappers_are_looked_through(make_tiny, tokenizer):
+    """torch.compile / DataParallel wrappers: same values, sharing still on, no recompiles."""
+    model = make_tiny("llama")
+    probe = _probe(3)
+    expected = CausalLMValue(model, tokenizer)(probe)
+    for wrapped in (torch.compile(model), torch.nn.DataParallel(model)):
+        vf = CausalLMValue(wrapped, tokenizer)
+        assert vf.prefix_sharing and vf.adapter.core is model
+        assert torch.allclose(vf(probe), expected, atol=1e-6)
