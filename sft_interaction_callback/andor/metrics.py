@@ -38,7 +38,7 @@ def salient(
 ) -> torch.Tensor:
     """Boolean mask of salient subsets: ``|I(S)| >= tau``, never the empty set.
 
-    ``tau = rel * max_S |I(S)|`` per probe (DESIGN.md §5); with ``abs`` given, the
+    ``tau = rel * max_{S != {}} |I(S)|`` per probe (DESIGN.md §5); with ``abs`` given, the
     absolute threshold is used instead (``rel=None``) or as well (the larger of the two).
     A probe whose interactions are all zero has no salient subset. Pass
     ``concatenated=True`` for AND and OR concatenated (``AndOrInteractions.concatenated()``):
@@ -51,15 +51,16 @@ def salient(
         raise ValueError(f"rel must be in (0, 1], got {rel}")
     if abs is not None and abs < 0:
         raise ValueError(f"abs must be >= 0, got {abs}")
-    mag = i.abs()
+    empty = _orders(i.shape[-1], concatenated, i.device) == 0
+    # The empty set is never salient and does not set the threshold either: for a language
+    # model I_and({}) = v({}) is the whole masked output and would dwarf every interaction.
+    mag = i.abs().masked_fill(empty, 0)
     tau = torch.zeros_like(mag[..., :1])
     if rel is not None:
         tau = rel * mag.amax(dim=-1, keepdim=True)
     if abs is not None:
         tau = torch.clamp(tau, min=float(abs))
-    mask = (mag >= tau) & (mag > 0)
-    mask[..., _orders(i.shape[-1], concatenated, i.device) == 0] = False
-    return mask
+    return (mag >= tau) & (mag > 0)
 
 
 def strength(i: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

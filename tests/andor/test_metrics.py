@@ -23,9 +23,9 @@ def t(*xs):
 
 def test_salient_relative_threshold_never_marks_empty_set():
     # n = 2: subsets {}, {0}, {1}, {0,1}
+    # the empty set (100) neither counts nor sets the threshold: tau = 0.05 * 1.0
     i = t(100.0, 1.0, -0.04, 0.05)
-    # max |I| is 100 (the empty set): tau = 5 -> nothing else is salient
-    assert salient(i).tolist() == [False, False, False, False]
+    assert salient(i).tolist() == [False, True, False, True]
     i = t(0.0, 1.0, -0.04, 0.05)
     assert salient(i).tolist() == [False, True, False, True]  # 0.05 >= 0.05 * 1
     assert salient(i, rel=0.5).tolist() == [False, True, False, False]
