@@ -1,0 +1,63 @@
+"""Config-driven SFT runs: YAML config -> model, LoRA, data, TRL ``SFTTrainer`` + callback.
+
+``load_config`` merges YAML files (with ``extends:``) and ``--set`` overrides into a
+validated :class:`TrainConfig`; ``train`` runs it. The command line is
+``sft-interactions train`` (see :mod:`sft_interaction_callback.cli.train`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+_LAZY = {
+    "ConfigError": "sft_interaction_callback.training.config",
+    "DataConfig": "sft_interaction_callback.training.config",
+    "LoraSettings": "sft_interaction_callback.training.config",
+    "ModelConfig": "sft_interaction_callback.training.config",
+    "TrainConfig": "sft_interaction_callback.training.config",
+    "compose_paths": "sft_interaction_callback.training.config",
+    "load_config": "sft_interaction_callback.training.config",
+    "SFTData": "sft_interaction_callback.training.data",
+    "build_probes": "sft_interaction_callback.training.data",
+    "load_sft_data": "sft_interaction_callback.training.data",
+    "RunResult": "sft_interaction_callback.training.run",
+    "build_trainer": "sft_interaction_callback.training.run",
+    "train": "sft_interaction_callback.training.run",
+}
+
+__all__ = [
+    "ConfigError",
+    "DataConfig",
+    "LoraSettings",
+    "ModelConfig",
+    "RunResult",
+    "SFTData",
+    "TrainConfig",
+    "build_probes",
+    "build_trainer",
+    "compose_paths",
+    "load_config",
+    "load_sft_data",
+    "train",
+]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sft_interaction_callback.training.config import (
+        ConfigError,
+        DataConfig,
+        LoraSettings,
+        ModelConfig,
+        TrainConfig,
+        compose_paths,
+        load_config,
+    )
+    from sft_interaction_callback.training.data import SFTData, build_probes, load_sft_data
+    from sft_interaction_callback.training.run import RunResult, build_trainer, train
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'sft_interaction_callback.training' has no attribute {name!r}")
