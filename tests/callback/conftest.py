@@ -240,6 +240,8 @@ def _wandb_log_records(path) -> list[bytes]:
         if kind == 0 and length == 0:  # padding / preallocated tail
             pos += left
             continue
+        if pos + _HEADER + length > len(data):
+            break  # a record still being written
         payload = data[pos + _HEADER : pos + _HEADER + length]
         pos += _HEADER + length
         if kind == _FULL:
@@ -257,24 +259,34 @@ def _wandb_log_records(path) -> list[bytes]:
 def wandb_offline_history(run_dir) -> list[dict]:
     """The history rows (``{key: value}``) that an offline W&B run recorded."""
     import json
+    import time
 
     from wandb.proto import wandb_internal_pb2 as pb
 
     files = sorted(Path(run_dir).glob("run-*.wandb"))
     if not files:
         raise FileNotFoundError(f"no run-*.wandb file under {run_dir}")
-    rows = []
-    for payload in _wandb_log_records(files[0]):
-        record = pb.Record()
-        record.ParseFromString(payload)
-        if record.WhichOneof("record_type") == "history":
-            rows.append(
-                {
-                    (item.key or "/".join(item.nested_key)): json.loads(item.value_json)
-                    for item in record.history.item
-                }
-            )
-    return rows
+    # wandb.finish() can return before the W&B service has flushed the log's tail: wait
+    # for the closing "exit" record.
+    deadline = time.monotonic() + 60
+    while True:
+        records = []
+        for payload in _wandb_log_records(files[0]):
+            record = pb.Record()
+            record.ParseFromString(payload)
+            records.append(record)
+        kinds = [r.WhichOneof("record_type") for r in records]
+        if "exit" in kinds or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    return [
+        {
+            (item.key or "/".join(item.nested_key)): json.loads(item.value_json)
+            for item in r.history.item
+        }
+        for r, kind in zip(records, kinds, strict=True)
+        if kind == "history"
+    ]
 
 
 @pytest.fixture()
