@@ -448,12 +448,25 @@ class InteractionCallback(TrainerCallback):
             self._log_now(*self._pending.pop(0), control=control)
 
     def _log_now(self, logs: dict[str, float], tables: dict | None, control) -> None:
-        # trainer.log -> on_log resets control.should_log, which would swallow the trainer's
-        # own loss log of this step: keep the flags as they were.
+        """``Trainer.log``: into ``state.log_history`` and every callback's ``on_log``.
+
+        The base ``transformers.Trainer.log`` is called, not a subclass override: TRL's
+        ``SFTTrainer.log`` merges and then clears the metrics it accumulates between
+        logging steps (token accuracy, entropy, ...), which would move them from the
+        trainer's own log line onto ours. ``on_log`` also resets ``control.should_log``,
+        which would swallow the trainer's loss log of this step: the flags are restored.
+        """
         trainer = self.trainer
         flags = (control.should_log, control.should_evaluate, control.should_save)
         try:
-            trainer.log(logs)
+            try:
+                from transformers import Trainer
+            except ImportError:  # pragma: no cover
+                Trainer = None  # noqa: N806
+            if Trainer is not None and isinstance(trainer, Trainer):
+                Trainer.log(trainer, logs)
+            else:
+                trainer.log(logs)
         finally:
             for ctl in {id(control): control, id(trainer.control): trainer.control}.values():
                 ctl.should_log, ctl.should_evaluate, ctl.should_save = flags

@@ -117,6 +117,12 @@ def test_sft_trainer(tmp_path, tokenizer, raw_sft_dataset, h):
     _check_logged_keys(trainer, [0, 5, 10])
     _check_snapshots(tmp_path / "interactions", [0, 5, 10])
     assert [s for s, _, _ in _losses(trainer)] == list(range(1, 11))
+    # TRL's own per-step metrics stay on its loss lines, none leak onto the probe lines.
+    for entry in trainer.state.log_history:
+        if "loss" in entry:
+            assert "mean_token_accuracy" in entry and "num_tokens" in entry, entry
+        if "interactions/noise" in entry:
+            assert not any(k in entry for k in ("mean_token_accuracy", "num_tokens", "entropy"))
     probes = json.loads((tmp_path / "interactions" / "probes.json").read_text())["probes"]
     rows = {r["prompt"]: r["completion"] for r in h.sft_rows()}
     assert all(rows[p["prompt"]] + "[SEP]" == p["target"] for p in probes)  # as trained
