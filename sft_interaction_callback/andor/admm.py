@@ -19,6 +19,7 @@ from functools import lru_cache
 
 import torch
 
+from .convergence import Plateau
 from .transforms import kron_apply, moebius, or_reconstruct
 
 __all__ = ["solve_or_atoms"]
@@ -81,6 +82,7 @@ def solve_or_atoms(
     r, a = c.clone(), y.clone()
     u, w = torch.zeros_like(c), torch.zeros_like(c)
     best_obj, best_y = objective(a), a.clone()
+    plateau = Plateau()
     for it in range(1, iterations + 1):
         y = solve(kron_apply(r - c - u, _GT) + (a - w))
         hy_c = c + h(y)
@@ -96,6 +98,8 @@ def solve_or_atoms(
             better = obj < best_obj
             best_obj = torch.where(better, obj, best_obj)
             best_y = torch.where(better[..., None], a, best_y)
+            if plateau(best_obj):
+                break
     v_or = or_reconstruct(best_y)
     v_and = v + q - v_or
     return 0.5 * (v_and - v_or)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 
 from .admm import solve_or_atoms
+from .convergence import Plateau
 from .operators import FoldedInteractionMap
 
 __all__ = ["solve_default", "solve_pdhg", "solve_reference", "game_scale"]
@@ -97,7 +98,8 @@ def solve_pdhg(
     with reflection ``r``; a probe restarts (``z0 <- T(z)``, ``k <- 0``) once its
     fixed-point residual has fallen to ``restart_ratio`` of its value at the last
     restart (checked every ``check_every`` steps). Every primal point is feasible, so the
-    best one seen (its objective evaluated in float64) is returned. The iterations run in
+    best one seen (its objective evaluated in float64) is returned; the loop ends early
+    once no probe's best objective has moved for 30 checks. The iterations run in
     ``work_dtype`` (float32 by default: the game is normalised to unit scale first).
     ``start`` adds a candidate starting point ``(p, q)`` in the units of ``v``; the best of
     it, "all AND", "all OR" and the even split is used.
@@ -148,6 +150,7 @@ def solve_pdhg(
     anchor = z.clone()
     k = torch.zeros_like(vs[..., :1])
     res0 = torch.full_like(k, float("inf"))
+    plateau = Plateau()
     for it in range(1, iterations + 1):
         tz = pdhg_step(z)
         checking = it % check_every == 0 or it == iterations
@@ -173,6 +176,8 @@ def solve_pdhg(
         best_obj = torch.where(better, obj, best_obj)
         best_p = torch.where(better[..., None], p_chk, best_p)
         best_q = torch.where(better[..., None], q_chk, best_q)
+        if plateau(best_obj):
+            break
     if not bool(torch.isfinite(best_obj).all()):
         raise FloatingPointError("PDHG produced a non-finite objective")
     return best_p * scale, best_q * scale
