@@ -221,18 +221,12 @@ class InteractionTracker:
 
     # ------------------------------------------------------------------ inputs
     def _salient(self, table: torch.Tensor) -> torch.Tensor:
+        # andor.salient never marks the empty sets and keeps them out of the relative
+        # threshold (I_and({}) = v({}) of a language model would dwarf every interaction).
         kw = {"rel": self.salient_rel, "abs": self.salient_abs}
-        half = table.shape[-1] // 2
-        # The empty sets are never salient, and must not set the relative threshold either:
-        # I_and({}) = v({}) (the whole masked output) would otherwise dwarf every real
-        # interaction of a language model and leave Omega_t empty.
-        table = table.clone()
-        table[:, 0] = table[:, half] = 0
         if self.salient_scope == "joint":
-            # One threshold over both types.
-            mask = salient(table, **kw)
-            mask[:, 0] = mask[:, half] = False
-            return mask
+            return salient(table, concatenated=True, **kw)
+        half = table.shape[-1] // 2
         return torch.cat((salient(table[:, :half], **kw), salient(table[:, half:], **kw)), -1)
 
     def _check_shape(self, table: torch.Tensor, what: str, *others: torch.Tensor | None) -> None:
