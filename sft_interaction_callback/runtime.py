@@ -146,8 +146,14 @@ def adapters_disabled(model: nn.Module) -> Iterator[bool]:
 
 
 def is_out_of_memory(err: BaseException) -> bool:
-    """True for CUDA (or other accelerator) out-of-memory errors."""
-    if isinstance(err, _OOM_TYPES):
+    """True for CUDA (or other accelerator) out-of-memory errors.
+
+    Also for errors that carry ``out_of_memory = True`` (a
+    :class:`~sft_interaction_callback.distributed.PeerFailure` raised on every rank when
+    some rank ran out of memory) and for the ``RuntimeError`` wording of other backends
+    (``"CUDA error: out of memory"``, ``"MPS backend out of memory"``, ...).
+    """
+    if isinstance(err, _OOM_TYPES) or getattr(err, "out_of_memory", False) is True:
         return True
     return isinstance(err, RuntimeError) and "out of memory" in str(err).lower()
 

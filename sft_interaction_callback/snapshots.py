@@ -39,11 +39,13 @@ __all__ = [
     "load_tensors",
     "read_json",
     "read_jsonl",
+    "remove_stale_temp_files",
     "step_filename",
 ]
 
 FORMAT = "sft_interaction_callback.snapshots/1"
 _STEP_RE = re.compile(r"^step-(\d{8})\.safetensors$")
+_TMP_SUFFIX = ".tmp"
 
 
 def step_filename(step: int) -> str:
@@ -54,8 +56,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, replace)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TMP_SUFFIX, dir=path.parent)
     try:
+        _chmod_like_open(fd)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -67,6 +70,46 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def _current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and put back at once
+    os.umask(mask)
+    return mask
+
+
+def _chmod_like_open(fd: int) -> None:
+    """Give a ``mkstemp`` file (0600) the mode ``open()`` would have: 0666 minus the umask."""
+    try:
+        os.fchmod(fd, 0o666 & ~_current_umask())
+    except (AttributeError, OSError):  # pragma: no cover - e.g. Windows
+        pass
+
+
+def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that an interrupted atomic write left in ``folder``.
+
+    Only names of the form ``.<target>.<random>.tmp`` (what :func:`atomic_write_bytes`
+    creates) are touched; call it when no other process writes into the folder.
+    """
+    folder = Path(folder)
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for p in folder.iterdir():
+        if p.name.startswith(".") and p.name.endswith(_TMP_SUFFIX) and p.is_file():
+            with contextlib.suppress(OSError):
+                p.unlink()
+                removed.append(p)
+    return removed
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -198,6 +241,39 @@ class SnapshotDir:
 
     def write_stop(self, info: Mapping[str, Any]) -> Path:
         return atomic_write_json(self.stop_path, {"format": FORMAT, **info})
+
+    def rewind(self, step: int) -> dict[str, list]:
+        """Forget everything after ``step`` (a resumed run continues from there).
+
+        Drops ``metrics.jsonl`` records with a later step (rewriting the file), deletes
+        later ``step-*.safetensors`` files and a ``stop.json`` whose stop step is later,
+        and removes temporary files of interrupted writes. Returns what was dropped.
+        """
+        self.load_metrics()
+        dropped = [r.get("step") for r in self.records if (r.get("step") or 0) > step]
+        if dropped or self.metrics_path.exists():
+            self.records = [r for r in self.records if (r.get("step") or 0) <= step]
+            lines = [json.dumps(r, allow_nan=False, ensure_ascii=False) for r in self.records]
+            if dropped:
+                atomic_write_text(self.metrics_path, "".join(line + "\n" for line in lines))
+        files = []
+        for s in self.steps():
+            if s > step:
+                with contextlib.suppress(OSError):
+                    self.step_path(s).unlink()
+                    files.append(s)
+        stop = False
+        if self.stop_path.exists():
+            try:
+                stop_step = int(read_json(self.stop_path).get("stop_step"))
+            except (OSError, ValueError, TypeError, AttributeError):
+                stop_step = step + 1  # unreadable: it cannot describe the resumed run
+            if stop_step > step:
+                with contextlib.suppress(OSError):
+                    self.stop_path.unlink()
+                    stop = True
+        remove_stale_temp_files(self.root)
+        return {"records": dropped, "step_files": files, "stop": [stop] if stop else []}
 
     # ------------------------------------------------------------------ reads
     def load_metrics(self) -> list[dict[str, Any]]:
