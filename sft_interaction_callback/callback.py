@@ -6,6 +6,14 @@ optional reference model. At every scheduled ``on_step_end`` it probes the model
 the tracker, logs through ``trainer.log``, writes snapshots and asks the stopper. In
 ``on_log`` / ``on_evaluate`` it adds ``eval_interaction_noise`` to the evaluation metrics.
 
+Many processes (:mod:`.distributed`): every rank probes its share of the masks, the
+values are gathered so that every rank computes the same metrics, a failure on any rank
+makes every rank skip the point, and rank 0's stop decision is broadcast. Logs and
+snapshots are written by the main process only.
+
+Resume (:mod:`.resume`): ``on_save`` writes the callback's state next to each checkpoint
+and ``on_train_begin`` of a resumed run restores it into this same object.
+
 The heavy lifting lives elsewhere: :mod:`.extract` (probes, values, interactions),
 :mod:`.runtime` (do-no-harm guards), :mod:`.snapshots` (atomic files) and
 :mod:`.reporting.wandb_log` (W&B tables).
@@ -23,7 +31,15 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from sft_interaction_callback import resume
 from sft_interaction_callback.config import InteractionConfig
+from sft_interaction_callback.distributed import (
+    Collective,
+    PeerFailure,
+    probe_parameters,
+    resolve_mode,
+    sharded_parameters,
+)
 from sft_interaction_callback.extract import (
     ValueExtractor,
     find_tokenizer,
@@ -37,13 +53,14 @@ from sft_interaction_callback.extract import (
 )
 from sft_interaction_callback.probing import Probe
 from sft_interaction_callback.reporting.wandb_log import WandbExtras
+from sft_interaction_callback.resume import SnapshotError
 from sft_interaction_callback.runtime import (
     adapters_disabled,
     free_memory,
     is_out_of_memory,
     preserved_training_state,
 )
-from sft_interaction_callback.snapshots import SnapshotDir
+from sft_interaction_callback.snapshots import SnapshotDir, remove_stale_temp_files
 from sft_interaction_callback.tracking import (
     NOISE_KEY,
     InteractionTracker,
@@ -51,7 +68,7 @@ from sft_interaction_callback.tracking import (
     ProbeSchedule,
 )
 
-__all__ = ["InteractionCallback", "EVAL_METRIC", "SKIPPED_KEY", "STOP_STEP_KEY"]
+__all__ = ["InteractionCallback", "EVAL_METRIC", "SKIPPED_KEY", "STOP_STEP_KEY", "SnapshotError"]
 
 logger = logging.getLogger("sft_interaction_callback")
 
@@ -59,6 +76,7 @@ EVAL_METRIC = "interaction_noise"
 SKIPPED_KEY = "interactions/skipped"
 STOP_STEP_KEY = "interactions/stop_step"
 SECONDS_KEY = "interactions/probe_seconds"
+SECONDS_MAX_KEY = "interactions/probe_seconds_max"
 _STATE_FORMAT = "sft_interaction_callback.callback/1"
 
 
@@ -76,6 +94,10 @@ class InteractionCallback(TrainerCallback):
     best-model logic (``metric_for_best_model="interaction_noise"``). The value is the
     noise of the latest successful probe point, so align the probe schedule with
     ``eval_steps`` for a fresh value at every evaluation.
+
+    Checkpoints carry the callback's state (``interaction_callback_state.safetensors``),
+    and ``trainer.train(resume_from_checkpoint=...)`` restores it into this object; see
+    :mod:`sft_interaction_callback.resume` for why this is not an ``ExportableState``.
     """
 
     def __init__(
@@ -97,6 +119,11 @@ class InteractionCallback(TrainerCallback):
         self.wandb = WandbExtras(self.config.log_tables, self.config.top_k)
         self._pending: list[tuple[dict[str, float], dict | None]] = []
         self._meta = self._fresh_meta()
+        self.comm = Collective()
+        self.mode = "local"
+        self._sharding: str | None = None
+        self._loaded_state = False
+        self._log_failed = False
         if trainer is not None:
             self.attach(trainer)
 
@@ -160,10 +187,16 @@ class InteractionCallback(TrainerCallback):
         cfg = self.config
         tokenizer = find_tokenizer(cfg.tokenizer, trainer, processing_class)
         model = unwrap_for_probing(trainer, model)
-        if self.tracker is not None and self._meta["base_step"] is not None:
-            # State restored by load_state_dict(): keep tracking from there.
-            if self.extractor is not None and self.extractor.tokenizer is None:
-                self.extractor.tokenizer = tokenizer
+        self.comm = Collective()
+        self._sharding = sharded_parameters(trainer, model) if self.comm.active else None
+        self.mode = resolve_mode(cfg.distributed_probing, self.comm, trainer, model)
+        step = int(state.global_step)
+        if self._loaded_state:
+            # State given to load_state_dict() by the user: keep tracking from there.
+            self._loaded_state = False
+            self._wire_extractor(tokenizer)
+            return
+        if step > 0 and self._resume(args, state, model, tokenizer):
             return
         self.schedule = ProbeSchedule(cfg.schedule, max_steps=state.max_steps or None)
         kind = model_kind(model)
@@ -177,15 +210,7 @@ class InteractionCallback(TrainerCallback):
             kind=kind,
             label_names=label_names_of(model) if kind == "classifier" else None,
         )
-        self.extractor = ValueExtractor(
-            tokenizer,
-            kind=kind,
-            baseline=cfg.baseline,
-            batch_size=cfg.probe_batch_size,
-            noise_bound=cfg.noise_bound,
-            solver=cfg.solver,
-            solver_options=cfg.solver_options,
-        )
+        self.extractor = self._new_extractor(tokenizer, kind, cfg.baseline)
         self.tracker = InteractionTracker(
             cfg.salient_rel, cfg.salient_abs, salient_scope=cfg.salient_scope
         )
@@ -196,14 +221,8 @@ class InteractionCallback(TrainerCallback):
         )
         self.snapshots = SnapshotDir(os.path.join(args.output_dir, cfg.output_subdir))
         self._meta = self._fresh_meta()
-        step = int(state.global_step)
-        if step > 0:
-            warnings.warn(
-                f"training starts at step {step} (resumed) without the callback's saved state; "
-                "interactions are tracked relative to the resumed model, not the pretrained one",
-                stacklevel=2,
-            )
         if state.is_world_process_zero:
+            remove_stale_temp_files(self.snapshots.root)
             self._safe_write(
                 "probes",
                 lambda: self.snapshots.write_probes(
@@ -211,6 +230,51 @@ class InteractionCallback(TrainerCallback):
                 ),
             )
         self._base_point(model, step, state)
+
+    def _new_extractor(self, tokenizer, kind: str, baseline) -> ValueExtractor:
+        cfg = self.config
+        return ValueExtractor(
+            tokenizer,
+            kind=kind,
+            baseline=baseline,
+            batch_size=cfg.probe_batch_size,
+            noise_bound=cfg.noise_bound,
+            solver=cfg.solver,
+            solver_options=cfg.solver_options,
+            comm=self.comm,
+            lockstep=self.mode == "lockstep",
+        )
+
+    def _wire_extractor(self, tokenizer) -> None:
+        if self.extractor is None:
+            return
+        if self.extractor.tokenizer is None:
+            self.extractor.tokenizer = tokenizer
+        self.extractor.comm = self.comm
+        self.extractor.lockstep = self.mode == "lockstep"
+
+    def _probing(self, model):
+        """Under FSDP / ZeRO-3: the weights the engine reads outside forward passes."""
+        return probe_parameters(
+            self.trainer, model, self._sharding if self.mode == "lockstep" else None
+        )
+
+    def on_save(self, args, state, control, **kwargs):
+        """Write the callback's state into the checkpoint folder just saved (main process)."""
+        if self.tracker is None or not state.is_world_process_zero:
+            return
+        folder = resume.checkpoint_dir(self.trainer, args, state)
+        if not folder.is_dir():
+            warnings.warn(
+                f"interaction callback: checkpoint folder {folder} not found; its state is not "
+                "saved with this checkpoint (a resume from it re-bases the interactions)",
+                stacklevel=2,
+            )
+            return
+        self._safe_write(
+            "callback state",
+            lambda: resume.write_state(folder, self.state_dict(), state.global_step),
+        )
 
     def on_step_begin(self, args, state, control, **kwargs):
         self._flush(control)
@@ -247,9 +311,7 @@ class InteractionCallback(TrainerCallback):
         """Step 0: base interactions (adapters disabled), then the reference, once."""
         start = time.perf_counter()
         try:
-            with preserved_training_state(model), adapters_disabled(model):
-                v = self.extractor.values(model, self.probes)
-                inter = self.extractor.interactions(v)
+            v, inter = self._extract_base(model)
         except Exception as err:  # noqa: BLE001 - never break training
             self._skip(step, err, state)
             self._meta["disabled"] = f"the step-{step} (base) probe failed: {err}"
@@ -265,18 +327,55 @@ class InteractionCallback(TrainerCallback):
         self._meta["base_step"] = step
         self._record(step, v, inter, metrics, seconds, state, control=None, stop=None)
 
+    def _extract_base(self, model, extractor: ValueExtractor | None = None):
+        """``(v, interactions)`` of the model with PEFT adapters disabled (collective)."""
+        extractor = extractor or self.extractor
+        with self._probing(model), preserved_training_state(model), adapters_disabled(model):
+            v = extractor.values(model, self.probes)
+            inter = extractor.interactions(v)
+        return v, inter
+
     def _reference_point(self, model, state) -> None:
-        cfg = self.config
-        ref = owned = original = None
         try:
-            ref, owned = load_reference(
-                cfg.reference_model, self.extractor.kind, model_device(model)
+            name, v, inter = self._extract_reference(model)
+            self.tracker.set_reference(inter)
+            if state.is_world_process_zero:
+                tensors = {"v": v.cpu(), "i_and": inter.i_and, "i_or": inter.i_or}
+                info = {"model": name}
+                self._safe_write("reference", lambda: self.snapshots.write_reference(tensors, info))
+        except Exception as err:  # noqa: BLE001
+            warnings.warn(
+                f"the reference model could not be probed ({type(err).__name__}: {err}); "
+                "tracking continues without generalizability (gamma)",
+                stacklevel=3,
             )
-            original = model_device(ref)
-            ref.to(model_device(model))
-            tok = load_reference_tokenizer(
-                cfg.reference_model, cfg.reference_tokenizer, self.extractor.tokenizer
-            )
+        finally:
+            self.config.reference_model = None  # drop this callback's handle on it
+            free_memory()
+
+    def _extract_reference(self, model):
+        """Load and probe the reference model on every rank: ``(class name, v, interactions)``.
+
+        A reference model is a plain module on each rank (never sharded by the trainer),
+        so it is probed in local mode; a rank that cannot load it makes every rank give up.
+        A model object given by the user goes back to the device it came from.
+        """
+        cfg = self.config
+        ref = owned = original = tok = None
+        error = None
+        try:
+            try:
+                ref, owned = load_reference(
+                    cfg.reference_model, self.extractor.kind, model_device(model)
+                )
+                original = model_device(ref)
+                ref.to(model_device(model))
+                tok = load_reference_tokenizer(
+                    cfg.reference_model, cfg.reference_tokenizer, self.extractor.tokenizer
+                )
+            except Exception as err:  # noqa: BLE001 - agreed on below
+                error = err
+            self.comm.agree(error, "loading the reference model")
             spec = cfg.baseline if isinstance(cfg.baseline, str) else "pad"
             extractor = ValueExtractor(
                 tok,
@@ -286,32 +385,21 @@ class InteractionCallback(TrainerCallback):
                 noise_bound=cfg.noise_bound,
                 solver=cfg.solver,
                 solver_options=cfg.solver_options,
+                comm=self.comm,
             )
             with preserved_training_state(ref):
                 v = extractor.values(ref, self.probes)
                 inter = extractor.interactions(v)
-            self.tracker.set_reference(inter)
-            if state.is_world_process_zero:
-                tensors = {"v": v.cpu(), "i_and": inter.i_and, "i_or": inter.i_or}
-                info = {"model": type(ref).__name__}
-                self._safe_write("reference", lambda: self.snapshots.write_reference(tensors, info))
-        except Exception as err:  # noqa: BLE001
-            warnings.warn(
-                f"the reference model could not be probed ({type(err).__name__}: {err}); "
-                "tracking continues without generalizability (gamma)",
-                stacklevel=3,
-            )
+            return type(ref).__name__, v, inter
         finally:
             if ref is not None and not owned and original is not None:
                 ref.to(original)
             del ref
-            self.config.reference_model = None  # drop this callback's handle on it
-            free_memory()
 
     def _probe_point(self, model, step: int, args, state, control) -> None:
         start = time.perf_counter()
         try:
-            with preserved_training_state(model):
+            with self._probing(model), preserved_training_state(model):
                 v = self.extractor.values(model, self.probes)
                 inter = self.extractor.interactions(v)
             metrics = self.tracker.update(step, inter)
@@ -319,6 +407,8 @@ class InteractionCallback(TrainerCallback):
             self._skip(step, err, state, control)
             return
         seconds = time.perf_counter() - start
+        if self.comm.active:  # the slowest rank sets the pace of the probe point
+            metrics = {**metrics, SECONDS_MAX_KEY: max(self.comm.all_gather_object(seconds))}
         stop = self._decide(step, metrics)
         if stop is not None:
             control.should_training_stop = True
@@ -338,9 +428,21 @@ class InteractionCallback(TrainerCallback):
             )
 
     def _decide(self, step: int, metrics: dict[str, float]) -> tuple[int, str] | None:
-        """The one place where the stop decision is taken (rank 0's, to broadcast later)."""
+        """The one place where the stop decision is taken: rank 0's, broadcast to every rank.
+
+        Every rank feeds its stopper (the metrics are identical on every rank, so the
+        default stopper's state is too); rank 0's answer is the one every rank applies,
+        at this same step, so a custom stopper that only rank 0 believes in still stops
+        all ranks together.
+        """
         if not self.config.early_stopping:
             return None
+        decision = self._ask_stopper(step, metrics)
+        if self.comm.active:
+            decision = self.comm.broadcast_object(decision)
+        return decision
+
+    def _ask_stopper(self, step: int, metrics: dict[str, float]) -> tuple[int, str] | None:
         try:
             if not bool(self.stopper.update(step, dict(metrics))):
                 return None
@@ -361,7 +463,9 @@ class InteractionCallback(TrainerCallback):
             free_memory()
         self._meta["skipped"] += 1
         self._meta["skipped_steps"].append(step)
-        what = "out of memory" if oom else f"{type(err).__name__}: {err}"
+        what = f"{type(err).__name__}: {err}"
+        if oom:  # on many ranks, say which one(s)
+            what = f"out of memory: {err}" if isinstance(err, PeerFailure) else "out of memory"
         warnings.warn(
             f"interaction probe at step {step} skipped ({what}); training continues",
             stacklevel=3,
@@ -467,6 +571,15 @@ class InteractionCallback(TrainerCallback):
                 Trainer.log(trainer, logs)
             else:
                 trainer.log(logs)
+        except Exception as err:  # noqa: BLE001 - a failing sink (W&B, ...) must not stop training
+            if not self._log_failed:
+                self._log_failed = True
+                warnings.warn(
+                    f"interaction callback: logging the interaction metrics failed "
+                    f"({type(err).__name__}: {err}); training continues, the metrics stay in "
+                    "state.log_history and metrics.jsonl (further logging errors are not reported)",
+                    stacklevel=3,
+                )
         finally:
             for ctl in {id(control): control, id(trainer.control): trainer.control}.values():
                 ctl.should_log, ctl.should_evaluate, ctl.should_save = flags
@@ -494,6 +607,152 @@ class InteractionCallback(TrainerCallback):
     def stop_step(self) -> int | None:
         stop = self._meta["stop"]
         return None if stop is None else int(stop["step"])
+
+    # ------------------------------------------------------------------ resume
+    def _resume(self, args, state, model, tokenizer) -> bool:
+        """Restore the state saved with the checkpoint being resumed; False: start afresh.
+
+        Rank 0 reads the checkpoint and the snapshots and broadcasts what it found, so
+        every rank restores the same state (or raises the same error).
+        """
+        step = int(state.global_step)
+        root = os.path.join(args.output_dir, self.config.output_subdir)
+        outcome = self._read_checkpoint(args, state, root) if self.comm.is_main else None
+        outcome = self.comm.broadcast_object(outcome)
+        if outcome[0] == "error":
+            raise outcome[1]
+        if outcome[0] == "none":
+            warnings.warn(outcome[1], stacklevel=3)
+            return False
+        plan: resume.ResumePlan = outcome[1]
+        self._apply_resume(plan, model, tokenizer, root, state)
+        logger.info(
+            "interaction callback: resumed at step %d from %s (last probe point %s)",
+            step,
+            plan.checkpoint,
+            self._meta["last_step"],
+        )
+        return True
+
+    def _read_checkpoint(self, args, state, root: str) -> tuple[str, Any]:
+        step = int(state.global_step)
+        fresh = f"training starts at step {step} (resumed) without the callback's saved state"
+        rebase = "; interactions are tracked relative to the resumed model, not the pretrained one"
+        ckpt = resume.find_resume_checkpoint(args, state, self.trainer)
+        ran_here = (
+            any((r.get("step") or 0) <= step for r in SnapshotDir(root).load_metrics())
+            if os.path.isfile(os.path.join(root, "metrics.jsonl"))
+            else False
+        )
+        state_file = None if ckpt is None else ckpt / resume.STATE_FILE
+        try:
+            if state_file is None or not state_file.is_file():
+                where = "no checkpoint folder found" if ckpt is None else f"{state_file} is missing"
+                if ran_here and self.config.on_missing_snapshot == "error":
+                    raise SnapshotError(
+                        state_file or os.path.join(args.output_dir, f"checkpoint-{step}"),
+                        f"is missing although {root} holds this run's earlier probe points",
+                        "callback state file",
+                    )
+                return ("none", f"{fresh} ({where}){rebase}")
+            return ("ok", resume.plan_resume(ckpt, root, self.config.on_missing_snapshot))
+        except SnapshotError as err:
+            if self.config.on_missing_snapshot == "rebuild":
+                return (
+                    "none",
+                    f"{fresh}: {err.problem_text()}; REBUILDING (on_missing_snapshot="
+                    f"'rebuild'){rebase}",
+                )
+            return ("error", err)
+        except Exception as err:  # noqa: BLE001 - reported as an unreadable state file
+            return (
+                "error",
+                SnapshotError(
+                    state_file,
+                    f"could not be read ({type(err).__name__}: {err})",
+                    "callback state file",
+                ),
+            )
+
+    def _apply_resume(self, plan, model, tokenizer, root: str, state) -> None:
+        cfg = self.config
+        st = plan.state
+        if plan.rebuild:
+            self._rebuild(plan, model, tokenizer)
+        self.load_state_dict(st, tokenizer=tokenizer)
+        self._loaded_state = False
+        self.extractor.comm = self.comm
+        self.extractor.lockstep = self.mode == "lockstep"
+        self.snapshots = SnapshotDir(root)
+        if state.is_world_process_zero:
+            dropped = self._safe_write("metrics", lambda: self.snapshots.rewind(plan.step))
+            if dropped and dropped["records"]:
+                logger.info(
+                    "interaction callback: dropped metrics of steps %s (after the resumed step %d)",
+                    dropped["records"],
+                    plan.step,
+                )
+            for key, inter_v in getattr(self, "_rebuilt", {}).items():
+                self._write_rebuilt(key, *inter_v)
+        self._rebuilt = {}
+        cfg.reference_model = None  # restored from its snapshot: drop the handle
+
+    def _rebuild(self, plan, model, tokenizer) -> None:
+        """Re-extract the snapshots that ``plan.rebuild`` names (every rank), loudly."""
+        st = plan.state
+        self.probes = [Probe.from_dict(p) for p in st["probes"]]
+        baseline = (st.get("tensors") or {}).get("baseline", self.config.baseline)
+        extractor = self._new_extractor(tokenizer, st.get("kind") or "causal", baseline)
+        tensors = st["tracker"]["tensors"]
+        self._rebuilt = {}
+        if "base" in plan.rebuild:
+            v, inter = self._extract_base(model, extractor)
+            table = inter.concatenated().float()
+            tensors["base_interactions"] = table
+            exact = resume.table_checksum(table) == plan.checksums.get("base")
+            self._rebuilt["base"] = (v, inter)
+            warnings.warn(
+                "!!! REBUILT the step-0 interactions from the current model with adapters "
+                f"disabled ({'; '.join(plan.problems)}). "
+                + (
+                    "They match the saved checksum exactly."
+                    if exact
+                    else "They differ from the saved ones: with full fine-tuning (no adapters) "
+                    "this 'base' is the fine-tuned model, and removed/preserved counts are "
+                    "measured against it from now on."
+                ),
+                stacklevel=4,
+            )
+        if "reference" in plan.rebuild:
+            if self.config.reference_model is not None:
+                self.extractor = extractor
+                try:
+                    _, v, inter = self._extract_reference(model)
+                finally:
+                    free_memory()
+                tensors["reference_interactions"] = inter.concatenated().float()
+                self._rebuilt["reference"] = (v, inter)
+                what = "re-extracted from InteractionConfig.reference_model"
+            else:
+                tensors.pop("reference_mask", None)
+                what = (
+                    "dropped: no reference_model in the config to rebuild it from, so "
+                    "generalizability (gamma) is no longer reported"
+                )
+            warnings.warn(
+                f"!!! the reference-model interactions were {what} ({'; '.join(plan.problems)})",
+                stacklevel=4,
+            )
+
+    def _write_rebuilt(self, key: str, v, inter) -> None:
+        tensors = {"v": v.detach().cpu(), "i_and": inter.i_and, "i_or": inter.i_or}
+        info = {"rebuilt": True}
+        if key == "base":
+            step = int(self._meta["base_step"] or 0)
+            meta = {"n_players": self.probes[0].n_players, "num_probes": len(self.probes), **info}
+            self._safe_write("step", lambda: self.snapshots.write_step(step, tensors, meta))
+        else:
+            self._safe_write("reference", lambda: self.snapshots.write_reference(tensors, info))
 
     @property
     def last_noise(self) -> float | None:
@@ -531,6 +790,7 @@ class InteractionCallback(TrainerCallback):
         if state.get("format") != _STATE_FORMAT:
             raise ValueError(f"unknown callback state format {state.get('format')!r}")
         cfg = self.config
+        self._loaded_state = True
         self._meta = {**self._fresh_meta(), **_copy(state["meta"])}
         self.probes = [Probe.from_dict(p) for p in state["probes"] or []] or None
         sched = state.get("schedule")
@@ -547,14 +807,10 @@ class InteractionCallback(TrainerCallback):
         if state.get("stopper") is not None and hasattr(self.stopper, "load_state_dict"):
             self.stopper.load_state_dict(state["stopper"])
         baseline = state.get("tensors", {}).get("baseline", cfg.baseline)
-        self.extractor = ValueExtractor(
+        self.extractor = self._new_extractor(
             tokenizer if tokenizer is not None else cfg.tokenizer,
-            kind=state.get("kind") or "causal",
-            baseline=baseline,
-            batch_size=cfg.probe_batch_size,
-            noise_bound=cfg.noise_bound,
-            solver=cfg.solver,
-            solver_options=cfg.solver_options,
+            state.get("kind") or "causal",
+            baseline,
         )
 
     def __repr__(self) -> str:

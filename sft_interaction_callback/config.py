@@ -22,6 +22,8 @@ MAX_PLAYERS = 20
 BASELINES = ("pad", "unk", "mask", "zero", "mean", "learned")
 SOLVERS = ("default", "pdhg", "reference")
 SCOPES = ("joint", "type")
+MISSING_SNAPSHOT = ("error", "rebuild")
+DISTRIBUTED = ("auto", "local", "lockstep")
 
 
 def _help(text: str, default: Any = MISSING, factory: Any = MISSING) -> Any:
@@ -118,6 +120,18 @@ class InteractionConfig:
         True,
     )
     top_k: int = _help("Strongest interactions per probe in the W&B table.", 10)
+    on_missing_snapshot: str = _help(
+        "On resume, when the step-0 or reference snapshot named by the checkpoint is missing "
+        "or corrupt: 'error' (stop, naming the file) or 'rebuild' (re-extract it from the "
+        "current model, adapters disabled, with a loud warning).",
+        "error",
+    )
+    distributed_probing: str = _help(
+        "With many processes: 'auto' (lockstep under FSDP / DeepSpeed ZeRO-3, else local), "
+        "'local' (each rank probes its share of masks on its own full copy of the weights) "
+        "or 'lockstep' (every rank runs the same forward passes; for sharded weights).",
+        "auto",
+    )
 
     def __post_init__(self) -> None:
         self._validate()
@@ -191,6 +205,14 @@ class InteractionConfig:
             raise ValueError(f"log_tables={self.log_tables!r}: use True or False")
         if not _is_int(self.top_k) or self.top_k < 1:
             raise ValueError(f"top_k={self.top_k!r}: use an int >= 1")
+        if self.on_missing_snapshot not in MISSING_SNAPSHOT:
+            raise ValueError(
+                f"on_missing_snapshot={self.on_missing_snapshot!r}: use one of {MISSING_SNAPSHOT}"
+            )
+        if self.distributed_probing not in DISTRIBUTED:
+            raise ValueError(
+                f"distributed_probing={self.distributed_probing!r}: use one of {DISTRIBUTED}"
+            )
         ref = self.reference_model
         if ref is not None and not isinstance(ref, (str, os.PathLike)) and not callable(ref):
             raise ValueError(
