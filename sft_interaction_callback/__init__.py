@@ -18,7 +18,13 @@ _LAZY = {
     "fit_and_or": "sft_interaction_callback.andor",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = [
+    "InteractionCallback",
+    "InteractionConfig",
+    "NoiseRiseStopper",
+    "Probe",
+    "fit_and_or",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
     from sft_interaction_callback.andor import fit_and_or
