@@ -131,6 +131,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--fault-rank", type=int, default=0)
     ap.add_argument("--n-players", type=int, default=4)
     ap.add_argument("--lr", type=float, default=5e-3)
+    ap.add_argument("--save-steps", type=int, default=0)
+    ap.add_argument("--kill-at", type=int, default=-1)
+    ap.add_argument("--resume", default=None)
     a = ap.parse_args(argv)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         torch.set_num_threads(1)
@@ -150,7 +153,8 @@ def main(argv=None) -> dict:
         per_device_train_batch_size=a.per_device_batch,
         learning_rate=a.lr,
         logging_steps=1,
-        save_strategy="no",
+        save_strategy="steps" if a.save_steps else "no",
+        save_steps=a.save_steps or 500,
         report_to=[],
         seed=0,
         use_cpu=True,
@@ -186,6 +190,8 @@ def main(argv=None) -> dict:
     class Count(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
             per_step[state.global_step] = forwards["n"]
+            if state.global_step == a.kill_at:
+                os._exit(3)  # as if the job were killed (no clean-up, no barrier)
 
     trainer.add_callback(Count())
     cb = InteractionCallback(
@@ -199,7 +205,7 @@ def main(argv=None) -> dict:
         distributed_probing=a.mode,
     )
     try:
-        trainer.train()
+        trainer.train(resume_from_checkpoint=a.resume)
     finally:
         CausalLMValue.__call__ = real_call  # when run in-process
     logged = [

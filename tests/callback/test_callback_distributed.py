@@ -11,7 +11,9 @@ In every run: an injected out-of-memory error on one rank (rank 1 of 2) at step 
 (at step 4) stops both ranks at step 4.
 
 * ``local`` (DDP's mode): learning rate 0, so both runs probe the very same weights at
-  every point; metrics and snapshots must agree to 1e-5.
+  every point; metrics and snapshots must agree to 1e-5. The two-process run is killed
+  (``os._exit`` on every rank) after its step-2 checkpoint and resumed from it, so this
+  also checks the resume under DDP: rank 0 reads the state and broadcasts it.
 * ``lockstep`` (the FSDP / ZeRO-3 mode, run here over DDP): a real training run; the
   two runs' weights differ by float rounding of the gradient all-reduce, so values
   agree to 1e-5 and metrics to 1e-3 (relative); every rank runs the same forward passes.
@@ -45,7 +47,7 @@ def _script():
     return mod
 
 
-def _torchrun(out: Path, *extra: str) -> list[dict]:
+def _torchrun(out: Path, *extra: str, killed: bool = False) -> list[dict]:
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE.parents[1])}
     cmd = [torchrun, "--standalone", "--nproc_per_node", "2", str(SCRIPT), str(out)]
@@ -56,6 +58,9 @@ def _torchrun(out: Path, *extra: str) -> list[dict]:
         text=True,
         timeout=240,
     )
+    if killed:
+        assert proc.returncode != 0
+        return []
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return [json.loads((out / f"result-rank{r}.json").read_text()) for r in (0, 1)]
 
@@ -100,9 +105,13 @@ def _snapshots(out_one: Path, out_two: Path, atol: float, check_fit: bool = True
 
 
 def test_two_processes_local_mode_match_one(tmp_path):
+    """Also killed after the checkpoint of step 2 and resumed from it, on both ranks."""
     mod = _script()
     one = mod.main([str(tmp_path / "one"), *COMMON, "--per-device-batch", "4", "--lr", "0"])
-    two = _torchrun(tmp_path / "two", "--lr", "0", "--mode", "local")
+    local = ["--lr", "0", "--mode", "local", "--save-steps", "2"]
+    _torchrun(tmp_path / "two", *local, "--kill-at", "3", killed=True)
+    assert [r["step"] for r in read_jsonl(tmp_path / "two/interactions/metrics.jsonl")] == [0, 2]
+    two = _torchrun(tmp_path / "two", *local, "--resume", str(tmp_path / "two/checkpoint-2"))
     assert two[0]["mode"] == two[1]["mode"] == "local"
     _common_checks(one, two)
     for a, b in zip(_metrics(one), _metrics(two[0]), strict=True):
@@ -164,3 +173,20 @@ def test_collective_is_a_no_op_in_one_process(flag):
     comm.agree(None, "nothing")
     with pytest.raises(ValueError, match="boom"):
         comm.agree(ValueError("boom"), "something")
+
+
+def test_lockstep_probing_of_fsdp_sharded_models(tmp_path):
+    """FSDP 1 and 2 (CPU, gloo): sharded forward passes in step, values of the full model."""
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE.parents[1])}
+    script = HERE / "fsdp_probe_script.py"
+    cmd = [torchrun, "--standalone", "--nproc_per_node", "2", str(script), str(tmp_path)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    ranks = [json.loads((tmp_path / f"fsdp-rank{r}.json").read_text()) for r in (0, 1)]
+    for version in ("fsdp", "fsdp2"):
+        a, b = (r[version] for r in ranks)
+        assert a["kind"] == b["kind"] == version
+        assert a["max_diff"] < 1e-5 and b["max_diff"] < 1e-5
+        # 2 probes x 8 masks per rank in chunks of 3: 3 passes each, the same on both ranks
+        assert a["forwards"] == b["forwards"] == 2 * 3
