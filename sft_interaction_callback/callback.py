@@ -60,7 +60,11 @@ from sft_interaction_callback.runtime import (
     is_out_of_memory,
     preserved_training_state,
 )
-from sft_interaction_callback.snapshots import SnapshotDir, remove_stale_temp_files
+from sft_interaction_callback.snapshots import (
+    SnapshotDir,
+    atomic_write_bytes,
+    remove_stale_temp_files,
+)
 from sft_interaction_callback.tracking import (
     NOISE_KEY,
     InteractionTracker,
@@ -681,10 +685,22 @@ class InteractionCallback(TrainerCallback):
             self._rebuild(plan, model, tokenizer)
         self.load_state_dict(st, tokenizer=tokenizer)
         self._loaded_state = False
+        if st.get("stopper") is None and self.config.early_stopping:
+            warnings.warn(
+                f"the stopper {type(self.stopper).__name__} has no state_dict() / "
+                "load_state_dict(); it starts afresh at the resumed step",
+                stacklevel=4,
+            )
         self.extractor.comm = self.comm
         self.extractor.lockstep = self.mode == "lockstep"
         self.snapshots = SnapshotDir(root)
         if state.is_world_process_zero:
+            for src in plan.foreign:  # resumed into a new output_dir: make it complete
+                target = self.snapshots.root / os.path.basename(src)
+                if not target.exists():
+                    self._safe_write(
+                        "copied", lambda s=src, t=target: atomic_write_bytes(t, _read_bytes(s))
+                    )
             dropped = self._safe_write("metrics", lambda: self.snapshots.rewind(plan.step))
             if dropped and dropped["records"]:
                 logger.info(
@@ -842,6 +858,11 @@ def _eval_prefixes(logs: dict) -> list[str]:
             if prefix != "train" and f"{prefix}_samples_per_second" in logs:
                 out.append(prefix)
     return out
+
+
+def _read_bytes(path: str) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read()
 
 
 def _copy(obj: Any) -> Any:

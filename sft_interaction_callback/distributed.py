@@ -313,6 +313,13 @@ class LockstepRunner:
     chunk (down to 1); any other failure, or OOM at batch 1, raises
     :class:`PeerFailure` on every rank. Chunks have the same size on every rank, so
     every rank runs the same number of forward passes.
+
+    What no callback can rescue: an OOM raised *inside* a sharded forward pass on one
+    rank only, after that pass has started gathering layers. The other ranks then wait in
+    the pass's next all-gather, not in this runner's check, until the process group times
+    out. Failures between passes (preparing a probe, NaN values, a raising hook) and OOMs
+    that hit every rank alike (every rank runs the same shapes) are agreed on here;
+    keep ``probe_batch_size`` modest under FSDP / ZeRO-3.
     """
 
     def __init__(self, comm: Collective, batch: int, *, on_oom: Callable[[], None] | None = None):

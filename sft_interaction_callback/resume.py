@@ -214,6 +214,9 @@ class ResumePlan:
     rebuild: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     checksums: dict[str, str] = field(default_factory=dict)
+    #: snapshot files read from another folder than this run's (a resume into a new
+    #: output_dir): copied over, so that the new folder is complete for reports
+    foreign: list[str] = field(default_factory=list)
 
 
 def _read_state_file(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -292,11 +295,17 @@ def plan_resume(
         path = _snapshot_path(entry, roots)
         try:
             tracker_tensors[name] = _read_table(path, entry, what)
+            if path.parent != Path(snapshot_root):
+                plan.foreign.append(str(path))
         except SnapshotError as err:
             if on_missing != "rebuild":
                 raise
             plan.rebuild.append(key)
             plan.problems.append(err.problem_text())
+    if plan.foreign and len(roots) > 1:
+        for name in ("probes.json", "metrics.jsonl"):
+            if (roots[1] / name).is_file():
+                plan.foreign.append(str(roots[1] / name))
     cb["tracker"] = (
         None
         if doc["tracker_meta"] is None

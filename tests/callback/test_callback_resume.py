@@ -223,3 +223,22 @@ def test_missing_state_file_is_an_error_when_the_run_had_one(make_trainer, tmp_p
     _callback(trainer2, h)
     with pytest.raises(SnapshotError, match=f"{STATE_FILE} is missing"):
         trainer2.train(resume_from_checkpoint=str(out / "checkpoint-4"))
+
+
+def test_resume_into_a_new_output_dir(straight, make_trainer, tmp_path, h):
+    first, second = tmp_path / "first", tmp_path / "second"
+    _interrupted(make_trainer, first, h)
+    trainer2, _ = make_trainer(second, **_args())
+    cb = _callback(trainer2, h)
+    trainer2.train(resume_from_checkpoint=str(first / "checkpoint-4"))
+    assert cb.stop_step == 10
+    # the new folder is complete: probes, step-0 snapshot, and the metrics continued
+    root = second / "interactions"
+    assert (root / "probes.json").is_file() and (root / "step-00000000.safetensors").is_file()
+    _same_records(_records(second), _records(straight[0]))
+    assert [r["step"] for r in read_jsonl(first / "interactions" / "metrics.jsonl")] == [
+        0,
+        2,
+        4,
+        6,
+    ]  # the old folder is left alone
