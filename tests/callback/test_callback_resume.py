@@ -242,3 +242,13 @@ def test_resume_into_a_new_output_dir(straight, make_trainer, tmp_path, h):
         4,
         6,
     ]  # the old folder is left alone
+
+
+def test_bad_settings_are_refused():
+    from sft_interaction_callback import InteractionConfig
+
+    with pytest.raises(ValueError, match="on_missing_snapshot='ignore'"):
+        InteractionConfig(on_missing_snapshot="ignore")
+    with pytest.raises(ValueError, match="distributed_probing='fsdp'"):
+        InteractionConfig(distributed_probing="fsdp")
+    assert InteractionConfig().on_missing_snapshot == "error"
