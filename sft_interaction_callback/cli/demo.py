@@ -24,7 +24,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--output-dir", default="runs/demo", help="parent of the run folder")
     p.add_argument("--report-to", default="none", choices=["none", "wandb"])
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
     p.add_argument(
         "--threads",
         type=int,
