@@ -38,6 +38,16 @@ def _folded_l1(fmap: FoldedInteractionMap, v, p, q) -> torch.Tensor:
     return i_and.abs().sum(-1) + i_or.abs().sum(-1)
 
 
+def _best_split(fmap: FoldedInteractionMap, v, candidates):
+    """Per probe, the candidate ``(p, q)`` with the lowest folded objective: ``(p, q, obj)``."""
+    objs = torch.stack([_folded_l1(fmap, v, p, q) for p, q in candidates])
+    pick = objs.argmin(dim=0)
+    rows = torch.arange(pick.numel(), device=v.device)
+    p = torch.stack([c[0] for c in candidates])[pick, rows]
+    q = torch.stack([c[1] for c in candidates])[pick, rows]
+    return p, q, objs.amin(dim=0)
+
+
 def solve_reference(
     v: torch.Tensor,
     bound: torch.Tensor,
@@ -137,12 +147,7 @@ def solve_pdhg(
     starts = [(zero, zero), (0.5 * vs64, zero), (-0.5 * vs64, zero)]
     if start is not None:
         starts.append((start[0].to(torch.float64) / scale, start[1].to(torch.float64) / scale))
-    objs = torch.stack([_folded_l1(fmap, vs64, sp, sq) for sp, sq in starts])
-    pick = objs.argmin(dim=0)
-    rows = torch.arange(pick.numel(), device=v.device)
-    best_p = torch.stack([sp for sp, _ in starts])[pick, rows]
-    best_q = torch.stack([sq for _, sq in starts])[pick, rows]
-    best_obj = objs.amin(dim=0)
+    best_p, best_q, best_obj = _best_split(fmap, vs64, starts)
 
     z = torch.stack(
         (best_p.to(work_dtype), best_q.to(work_dtype), zero.to(work_dtype), zero.to(work_dtype))
@@ -208,9 +213,5 @@ def solve_default(
     )
     p2 = solve_or_atoms(vs, q1, iterations=admm_iterations)
     candidates = [(p0, zero), (p1, q1), (p2, q1)]
-    objs = torch.stack([_folded_l1(fmap, vs, p, q) for p, q in candidates])
-    pick = objs.argmin(dim=0)
-    rows = torch.arange(pick.numel(), device=v.device)
-    p = torch.stack([c[0] for c in candidates])[pick, rows]
-    q = torch.stack([c[1] for c in candidates])[pick, rows]
+    p, q, _ = _best_split(fmap, vs, candidates)
     return p * scale, q * scale
