@@ -21,6 +21,7 @@ import math
 import os
 import random
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -300,9 +301,12 @@ def run_demo(
             if "WANDB_MODE" not in os.environ and not _wandb_credentials():
                 os.environ["WANDB_MODE"] = "offline"
                 log("[demo] W&B: no API key found, logging offline (set WANDB_MODE to override)")
+            _start_wandb_run(run_dir)
         hf_logging.disable_progress_bar()
         return _run(settings, run_dir, seed, report_to, _device(device), log, wall0, cpu0)
     finally:
+        if report_to == "wandb":
+            _finish_wandb_run()
         torch.set_num_threads(saved_threads)
         for k, v in saved_env.items():
             if v is None:
@@ -538,6 +542,41 @@ def _report(run_dir: Path, log: Callable[[str], None]) -> str | None:
         log(f"[demo] the HTML report failed ({type(err).__name__}: {err})")
         return None
     return str(paths.html)
+
+
+def _start_wandb_run(run_dir: Path) -> None:
+    """Open the demo's W&B run with an explicit folder; the Trainer's W&B callback reuses it.
+
+    Passing ``dir`` here (rather than only through ``WANDB_DIR``) matters because W&B
+    caches its settings process-wide on first use: a second run in the same process would
+    otherwise write under the first run's folder.
+    """
+    try:
+        import wandb
+    except ImportError:
+        return
+    try:
+        wandb.init(
+            dir=os.environ.get("WANDB_DIR") or str(run_dir),
+            project=os.environ.get("WANDB_PROJECT", "sft-interactions-demo"),
+            name=run_dir.name,
+            mode=os.environ.get("WANDB_MODE") or None,
+            reinit="finish_previous",
+        )
+    except Exception as exc:  # noqa: BLE001 - W&B trouble never stops the demo
+        warnings.warn(
+            f"W&B could not start ({type(exc).__name__}: {exc}); the demo goes on", stacklevel=2
+        )
+
+
+def _finish_wandb_run() -> None:
+    try:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.run.finish()
+    except Exception:  # noqa: BLE001
+        pass
 
 
 def _wandb_summary(summary: Mapping[str, Any]) -> None:
@@ -830,5 +869,3 @@ def format_summary(s: Mapping[str, Any]) -> str:
         lines.append(f"report: {s['report']}")
     lines.append(f"run folder: {s['run_dir']}")
     return "\n".join(lines)
-
-
