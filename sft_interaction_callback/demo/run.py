@@ -69,6 +69,9 @@ class DemoSettings:
     n_players: int = 8
     probe_length: int = 11
     schedule: Any = None  # InteractionConfig's default: dense early, sparse later
+    # evaluation: always at probe steps; also every ``eval_every`` steps when set (a regular
+    # grid on which the stock eval-loss early stop can be replayed)
+    eval_every: int | None = None
 
 
 FULL = DemoSettings()
@@ -201,13 +204,14 @@ def _accuracy_fns(tokenizer: Any) -> tuple[Callable, Callable]:
     return preprocess, compute
 
 
-def _eval_callback(schedule: Any) -> Any:
-    """A callback that asks the Trainer to evaluate at every probe step."""
+def _eval_callback(schedule: Any, every: int | None = None) -> Any:
+    """A callback that asks the Trainer to evaluate at every probe step (and every ``every``)."""
     from transformers import TrainerCallback
 
     class EvaluateAtProbeSteps(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
-            if schedule.should_probe(int(state.global_step)):
+            step = int(state.global_step)
+            if schedule.should_probe(step) or (every and step % every == 0):
                 control.should_evaluate = True
 
     return EvaluateAtProbeSteps()
@@ -451,7 +455,7 @@ def _run(
         processing_class=tokenizer,
         compute_metrics=compute,
         preprocess_logits_for_metrics=preprocess,
-        callbacks=[_eval_callback(schedule)],
+        callbacks=[_eval_callback(schedule, settings.eval_every)],
     )
     callback.attach(trainer)
     for cb in (PrinterCallback, ProgressCallback):
@@ -484,6 +488,9 @@ def _run(
     summary["timing"] = {
         "pretrain_seconds": round(pre.seconds, 1),
         "finetune_seconds": round(sft_seconds, 1),
+        "eval_seconds": round(
+            sum(float(h.get("eval_runtime", 0.0)) for h in trainer.state.log_history), 1
+        ),
         "wall_seconds": round(time.perf_counter() - wall0, 1),
         "cpu_seconds": round(time.process_time() - cpu0, 1),
         "pretrain_final_loss": round(pre.final_loss, 4),

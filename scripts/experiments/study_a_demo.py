@@ -1,0 +1,422 @@
+"""Study A: the interaction stop on the demo task, judged against the stops in use today.
+
+Each seed runs the full demo (a tiny Llama pretrained on partly wrong labels, then LoRA
+SFT with 15% label noise for 1200 steps) with the interaction stop in shadow mode: the
+default ``NoiseRiseStopper`` records when it would stop while training goes on to the
+end, so one run yields every comparison. Evaluation runs at every probe step and on a
+regular grid (every ``--eval-every`` steps), where the stock
+``EarlyStoppingCallback(patience=3)`` on ``eval_loss`` is replayed exactly
+(``tracking.compare.patience_stop``; a test checks the replay against the real callback).
+
+    python scripts/experiments/study_a_demo.py                      # 5 seeds, ~30 min, 2 cores
+    python scripts/experiments/study_a_demo.py --seeds 0 1 --jobs 2
+    python scripts/experiments/study_a_demo.py --tiny --out /tmp/a  # seconds; what tests run
+
+Writes ``runs.json`` / ``runs.csv`` (one record per seed), ``table.md`` (the tables of
+docs/RESULTS.md) and PNG plots into ``--out``; run folders go to ``--work-dir``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # run from a checkout without installing
+    sys.path.insert(0, str(ROOT))
+
+from sft_interaction_callback.tracking.compare import (  # noqa: E402
+    best_step,
+    mean_sd,
+    patience_stop,
+    value_at,
+)
+
+CATEGORIES = ("removed", "preserved", "emerged")
+METHODS = ("interaction_stop", "eval_loss_patience3", "eval_loss_patience3_best", "best", "end")
+METHOD_LABELS = {
+    "interaction_stop": "interaction stop (ours)",
+    "eval_loss_patience3": "eval-loss patience 3",
+    "eval_loss_patience3_best": "eval-loss patience 3 + load best",
+    "best": "best step in hindsight",
+    "end": "train to the end",
+}
+
+
+# ---------------------------------------------------------------------- running
+def settings_for(tiny: bool, eval_every: int) -> Any:
+    from sft_interaction_callback.demo.run import FULL, QUICK
+
+    base = QUICK if tiny else FULL
+    return replace(base, eval_every=eval_every)
+
+
+def run_seed(seed: int, tiny: bool, eval_every: int, work_dir: str, threads: int) -> dict:
+    """One demo run; returns its summary and its metrics rows (one per probe point)."""
+    from sft_interaction_callback.demo.run import run_demo
+
+    settings = settings_for(tiny, eval_every)
+    lines: list[str] = []
+    result = run_demo(settings, output_dir=work_dir, seed=seed, threads=threads, log=lines.append)
+    rows = _read_jsonl(result.run_dir / "interactions" / "metrics.jsonl")
+    return {"summary": result.summary, "metrics": rows}
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+# ---------------------------------------------------------------------- analysis
+def _series(by_step: dict[str, float]) -> dict[int, float]:
+    return {int(s): float(v) for s, v in by_step.items() if v is not None}
+
+
+def analyse(summary: dict, metrics: list[dict], eval_every: int) -> dict:
+    """The comparisons of one run: steps used and held-out accuracy per stopping method."""
+    max_steps = int(summary["max_steps"])
+    acc = _series(summary["accuracy"]["by_step"])
+    loss = _series(summary["eval_loss"]["by_step"])
+    grid = {s: v for s, v in loss.items() if s > 0 and s % eval_every == 0}
+    es = patience_stop(grid, patience=3)
+    es_used = es if es is not None else max_steps
+    es_best = best_step(grid, greater_is_better=False, until=es_used)
+    stop = summary["stop"]["step"]
+    best = best_step(acc)
+    used = {
+        "interaction_stop": stop if stop is not None else max_steps,
+        "eval_loss_patience3": es_used,
+        # load_best_model_at_end: the run still trains to es_used, the model is the best one
+        "eval_loss_patience3_best": es_used,
+        "best": best,
+        "end": max_steps,
+    }
+    model_step = {**used, "eval_loss_patience3_best": es_best}
+    methods = {
+        m: {
+            "steps": used[m],
+            "model_step": model_step[m],
+            "accuracy": value_at(acc, model_step[m]),
+        }
+        for m in METHODS
+    }
+    best_acc = acc[best] if best is not None else math.nan
+    for m in METHODS:
+        a = methods[m]["accuracy"]
+        methods[m]["regret_vs_best"] = None if a is None else best_acc - a
+
+    rows = [r for r in metrics if not r.get("skipped")]
+    by = {int(r["step"]): r for r in rows}
+    frac = {s: r.get("interactions/removed/fraction") for s, r in by.items()}
+    frac = {s: float(v) for s, v in frac.items() if v is not None}
+    peak = max(frac.values()) if frac else None
+    at_stop = value_at(frac, stop) if stop is not None else None
+    reach90 = None
+    if peak:
+        reach90 = min(s for s, v in frac.items() if v >= 0.9 * peak)
+    removal = {
+        "fraction_at_stop": at_stop,
+        "fraction_at_end": frac.get(max(frac)) if frac else None,
+        "fraction_peak": peak,
+        "share_of_peak_before_stop": None if not peak or at_stop is None else at_stop / peak,
+        "step_reaching_90pct_of_peak": reach90,
+        "denoising_stage_ended_at": summary["stop"].get("denoising_stage_ended_at"),
+    }
+    last = max(by) if by else None
+    stop_point = max((s for s in by if s <= used["interaction_stop"]), default=None)
+    if at_stop is None and stop is None:  # never fired: the run's stop is its end
+        at_stop = value_at(frac, max_steps)
+        removal["fraction_at_stop"] = at_stop
+        removal["share_of_peak_before_stop"] = at_stop / peak if peak and at_stop else None
+
+    def cat(step: int | None, key: str) -> dict[str, float | None]:
+        r = by.get(step) if step is not None else None
+        return {c: (None if r is None else r.get(f"interactions/{c}/{key}")) for c in CATEGORIES}
+
+    planted = []
+    for entry in summary.get("planted", []):
+        rows_p = entry["probes"]
+        if stop is None:  # never fired: what the run holds at its end
+            rows_p = [{**r, "stop": r.get("end")} for r in rows_p]
+        planted.append(
+            {
+                "type": entry["type"],
+                "words": entry["words"],
+                "probes": len(rows_p),
+                **{
+                    f"{when}_{c}": sum((r.get(when) or {}).get("category") == c for r in rows_p)
+                    for when in ("stop", "end")
+                    for c in ("preserved", "emerged")
+                },
+                "step0_salient": sum(
+                    1 for r in rows_p if (r.get("step0") or {}).get("category") == "salient"
+                ),
+                "rank_stop": [((r.get("stop") or {}).get("rank")) for r in rows_p],
+                "rank_end": [((r.get("end") or {}).get("rank")) for r in rows_p],
+            }
+        )
+    timing = summary.get("timing", {})
+    probe_s = sum(float(r.get("interactions/probe_seconds") or 0.0) for r in rows)
+    train_s = float(timing.get("finetune_seconds", math.nan))
+    eval_s = float(timing.get("eval_seconds", 0.0))
+    pure = train_s - probe_s - eval_s
+    return {
+        "seed": summary["seed"],
+        "max_steps": max_steps,
+        "eval_every": eval_every,
+        "stop_reason": summary["stop"]["reason"],
+        "stop_fired": summary["stop"]["fired"],
+        "accuracy_step0": acc.get(0),
+        "methods": methods,
+        "removal": removal,
+        "rho": {"stop": cat(stop_point, "rho"), "end": cat(last, "rho")},
+        "mean_order": {"stop": cat(stop_point, "mean_order"), "end": cat(last, "mean_order")},
+        "count": {"stop": cat(stop_point, "count"), "end": cat(last, "count")},
+        "noise": {
+            "stop": by.get(stop_point, {}).get("interactions/noise"),
+            "end": by.get(last, {}).get("interactions/noise"),
+        },
+        "planted": planted,
+        "cost": {
+            "probe_points": len(rows),
+            "probe_seconds_total": probe_s,
+            "probe_seconds_per_point": probe_s / len(rows) if rows else None,
+            "finetune_seconds": train_s,
+            "eval_seconds": eval_s,
+            "training_seconds_without_probe_and_eval": pure,
+            "overhead_share": probe_s / pure if pure > 0 else None,
+        },
+        "curves": {
+            "accuracy": {str(s): v for s, v in sorted(acc.items())},
+            "eval_loss": {str(s): v for s, v in sorted(loss.items())},
+            "removed_fraction": {str(s): v for s, v in sorted(frac.items())},
+            "noise": {
+                str(s): r.get("interactions/noise")
+                for s, r in sorted(by.items())
+                if r.get("interactions/noise") is not None
+            },
+            "emerged_strength_norm": {
+                str(s): r.get("interactions/emerged/strength_norm") for s, r in sorted(by.items())
+            },
+        },
+    }
+
+
+# ---------------------------------------------------------------------- tables
+def _fmt(m: float, sd: float, n: int, pct: bool = False, digits: int = 1) -> str:
+    if n == 0 or math.isnan(m):
+        return "n/a"
+    scale = 100.0 if pct else 1.0
+    return f"{scale * m:.{digits}f} ± {scale * sd:.{digits}f}"
+
+
+def tables(records: list[dict]) -> str:
+    """The Markdown tables of docs/RESULTS.md for these runs."""
+    n = len(records)
+    out = [
+        f"Seeds: {', '.join(str(r['seed']) for r in records)} ({n} runs, mean ± sd; "
+        f"max {records[0]['max_steps']} steps, eval every {records[0]['eval_every']} "
+        "steps and at every probe step).",
+        "",
+        "| stop | steps used | held-out accuracy (%) | regret vs best (pp) |",
+        "|---|---|---|---|",
+    ]
+    for m in METHODS:
+        steps = mean_sd(r["methods"][m]["steps"] for r in records)
+        acc = mean_sd(r["methods"][m]["accuracy"] for r in records)
+        reg = mean_sd(r["methods"][m]["regret_vs_best"] for r in records)
+        out.append(
+            f"| {METHOD_LABELS[m]} | {_fmt(*steps, digits=0)} | {_fmt(*acc, pct=True)} "
+            f"| {_fmt(*reg, pct=True)} |"
+        )
+    acc0 = mean_sd(r["accuracy_step0"] for r in records)
+    out += ["", f"Accuracy before SFT (step 0): {_fmt(*acc0, pct=True)}%.", ""]
+    out += [
+        "| seed | interaction stop | eval-loss patience 3 | best step | acc. stop / "
+        "patience / best / end (%) | removed fraction at stop / peak | 90% of peak removal "
+        "by step |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in records:
+        ms, rem = r["methods"], r["removal"]
+        accs = " / ".join(
+            "n/a" if ms[m]["accuracy"] is None else f"{100 * ms[m]['accuracy']:.1f}"
+            for m in ("interaction_stop", "eval_loss_patience3", "best", "end")
+        )
+        out.append(
+            f"| {r['seed']} | {ms['interaction_stop']['steps']} | "
+            f"{ms['eval_loss_patience3']['steps']} | {ms['best']['steps']} | {accs} | "
+            f"{_num(rem['fraction_at_stop'])} / {_num(rem['fraction_peak'])} | "
+            f"{rem['step_reaching_90pct_of_peak']} |"
+        )
+    share = mean_sd(r["removal"]["share_of_peak_before_stop"] for r in records)
+    out += [
+        "",
+        "Share of the peak removed fraction already reached at the interaction stop: "
+        f"{_fmt(*share, pct=True)}%.",
+        "",
+        "| category | count at stop | ρ at stop | mean order at stop | count at end "
+        "| ρ at end | mean order at end |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c in CATEGORIES:
+        cells = []
+        for when in ("stop", "end"):
+            for key in ("count", "rho", "mean_order"):
+                cells.append(_fmt(*mean_sd(r[key][when][c] for r in records), digits=2))
+        out.append(f"| {c} | " + " | ".join(cells) + " |")
+    out += [
+        "",
+        "Planted patterns (probes that contain both words; category of the planted word set "
+        "among the salient interactions):",
+        "",
+        "| pattern | probes | salient at step 0 | preserved at stop | emerged at stop "
+        "| preserved at end | emerged at end | rank at stop (median) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for i, first in enumerate(records[0]["planted"]):
+        rows = [r["planted"][i] for r in records]
+
+        def total(key: str, rows: list[dict] = rows) -> int:
+            return sum(p[key] for p in rows)
+
+        ranks = sorted(x for p in rows for x in p["rank_stop"] if x is not None)
+        med = ranks[len(ranks) // 2] if ranks else "n/a"
+        out.append(
+            f"| {first['type']}({', '.join(first['words'])}) | {total('probes')} | "
+            f"{total('step0_salient')} | {total('stop_preserved')} | {total('stop_emerged')} | "
+            f"{total('end_preserved')} | {total('end_emerged')} | {med} |"
+        )
+    cost = [r["cost"] for r in records]
+    out += [
+        "",
+        "| probe points per run | probe seconds per point | probe seconds per run | "
+        "training seconds (no probe, no eval) | overhead |",
+        "|---|---|---|---|---|",
+        f"| {_fmt(*mean_sd(c['probe_points'] for c in cost), digits=0)} | "
+        f"{_fmt(*mean_sd(c['probe_seconds_per_point'] for c in cost), digits=2)} | "
+        f"{_fmt(*mean_sd(c['probe_seconds_total'] for c in cost), digits=0)} | "
+        f"{_fmt(*mean_sd(c['training_seconds_without_probe_and_eval'] for c in cost), digits=0)}"
+        f" | {_fmt(*mean_sd(c['overhead_share'] for c in cost), pct=True)}% |",
+    ]
+    return "\n".join(out) + "\n"
+
+
+def _num(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.2f}"
+
+
+# ---------------------------------------------------------------------- output
+def write_csv(records: list[dict], path: Path) -> None:
+    fields = ["seed", "accuracy_step0"]
+    for m in METHODS:
+        fields += [f"{m}_steps", f"{m}_model_step", f"{m}_accuracy"]
+    fields += ["removed_fraction_at_stop", "removed_fraction_peak", "removal_90pct_step"]
+    fields += ["probe_points", "probe_seconds_total", "overhead_share"]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(fields)
+        for r in records:
+            row: list[Any] = [r["seed"], r["accuracy_step0"]]
+            for m in METHODS:
+                x = r["methods"][m]
+                row += [x["steps"], x["model_step"], x["accuracy"]]
+            rem, cost = r["removal"], r["cost"]
+            row += [
+                rem["fraction_at_stop"],
+                rem["fraction_peak"],
+                rem["step_reaching_90pct_of_peak"],
+            ]
+            row += [cost["probe_points"], cost["probe_seconds_total"], cost["overhead_share"]]
+            w.writerow(row)
+
+
+def plot(records: list[dict], path: Path) -> None:
+    """Per seed: held-out accuracy, eval loss and removed fraction with the stops marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(3, 1, figsize=(9, 9), sharex=True)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, r in enumerate(records):
+        col = colors[i % len(colors)]
+        for ax, key in zip(axes, ("accuracy", "eval_loss", "removed_fraction"), strict=True):
+            s = {int(k): v for k, v in r["curves"][key].items() if v is not None}
+            xs = sorted(s)
+            ax.plot(xs, [s[x] for x in xs], color=col, lw=1, label=f"seed {r['seed']}")
+        for ax in axes:
+            ax.axvline(r["methods"]["interaction_stop"]["steps"], color=col, ls="-", alpha=0.5)
+            ax.axvline(r["methods"]["eval_loss_patience3"]["steps"], color=col, ls=":", alpha=0.8)
+    axes[0].set_ylabel("held-out accuracy")
+    axes[1].set_ylabel("eval loss")
+    axes[2].set_ylabel("removed fraction")
+    axes[2].set_xlabel("step  (solid: interaction stop, dotted: eval-loss patience 3)")
+    axes[0].legend(fontsize=7, ncol=5)
+    axes[0].set_title("Study A: demo task, stops per seed")
+    for ax in axes:
+        ax.set_xscale("symlog", linthresh=20)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--out", default=str(ROOT / "docs" / "results" / "study_a"))
+    parser.add_argument("--work-dir", default="/tmp/sft-interactions-study-a")
+    parser.add_argument("--eval-every", type=int, default=20)
+    parser.add_argument("--jobs", type=int, default=1, help="seeds run in parallel processes")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--tiny", action="store_true", help="the demo's --quick settings")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    job = (args.tiny, args.eval_every, args.work_dir, args.threads)
+    if args.jobs > 1:
+        import multiprocessing as mp
+
+        with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
+            results = list(pool.map(run_seed, args.seeds, *[[x] * len(args.seeds) for x in job]))
+    else:
+        results = []
+        for seed in args.seeds:
+            print(f"[study A] seed {seed} ...", flush=True)
+            results.append(run_seed(seed, *job))
+    records = [analyse(r["summary"], r["metrics"], args.eval_every) for r in results]
+    wall = time.perf_counter() - t0
+    meta = {
+        "study": "A",
+        "command": "python scripts/experiments/study_a_demo.py " + " ".join(argv or sys.argv[1:]),
+        "settings": results[0]["summary"]["settings"],
+        "wall_seconds": round(wall, 1),
+    }
+    with open(out / "runs.json", "w") as f:
+        json.dump({"meta": meta, "runs": records}, f, indent=1)
+    write_csv(records, out / "runs.csv")
+    text = tables(records)
+    (out / "table.md").write_text(text)
+    plot(records, out / "stops.png")
+    print(text)
+    print(f"[study A] {len(records)} runs in {wall:.0f} s; results in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
