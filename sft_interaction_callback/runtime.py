@@ -81,12 +81,14 @@ def _configs(model: nn.Module) -> list[Any]:
 
 
 def _checkpointing(model: nn.Module) -> bool | None:
-    """Whether activation (gradient) checkpointing is on; None when the model cannot say."""
-    for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):
-        if hasattr(type(model), name) or name in vars(model):
-            flag = getattr(model, name, None)
-            return flag if isinstance(flag, bool) else None
-    return None
+    """Whether activation (gradient) checkpointing is on; None when the model cannot say.
+
+    Reads the modules' own ``gradient_checkpointing`` flags (what transformers' property
+    reads) rather than the model property, whose old name warns in transformers 5.
+    """
+    flags = [getattr(m, "gradient_checkpointing", None) for m in model.modules()]
+    flags = [f for f in flags if isinstance(f, bool)]
+    return any(flags) if flags else None
 
 
 @contextlib.contextmanager
