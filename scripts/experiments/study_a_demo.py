@@ -350,11 +350,12 @@ def plot(records: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(3, 1, figsize=(9, 9), sharex=True)
+    keys = ("accuracy", "eval_loss", "removed_fraction", "noise")
+    fig, axes = plt.subplots(len(keys), 1, figsize=(9, 11), sharex=True)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, r in enumerate(records):
         col = colors[i % len(colors)]
-        for ax, key in zip(axes, ("accuracy", "eval_loss", "removed_fraction"), strict=True):
+        for ax, key in zip(axes, keys, strict=True):
             s = {int(k): v for k, v in r["curves"][key].items() if v is not None}
             xs = sorted(s)
             ax.plot(xs, [s[x] for x in xs], color=col, lw=1, label=f"seed {r['seed']}")
@@ -364,11 +365,13 @@ def plot(records: list[dict], path: Path) -> None:
     axes[0].set_ylabel("held-out accuracy")
     axes[1].set_ylabel("eval loss")
     axes[2].set_ylabel("removed fraction")
-    axes[2].set_xlabel("step  (solid: interaction stop, dotted: eval-loss patience 3)")
+    axes[3].set_ylabel("interaction noise")
+    axes[-1].set_xlabel("step  (solid: interaction stop, dotted: eval-loss patience 3)")
     axes[0].legend(fontsize=7, ncol=5)
     axes[0].set_title("Study A: demo task, stops per seed")
     for ax in axes:
         ax.set_xscale("symlog", linthresh=20)
+        ax.set_xlim(0, max(r["max_steps"] for r in records))
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -384,9 +387,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="seeds run in parallel processes")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--tiny", action="store_true", help="the demo's --quick settings")
+    parser.add_argument(
+        "--replot", action="store_true", help="redo table.md and plots from --out's runs.json"
+    )
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.replot:
+        records = json.loads((out / "runs.json").read_text())["runs"]
+        (out / "table.md").write_text(tables(records))
+        plot(records, out / "stops.png")
+        print(tables(records))
+        return 0
     t0 = time.perf_counter()
     job = (args.tiny, args.eval_every, args.work_dir, args.threads)
     if args.jobs > 1:
