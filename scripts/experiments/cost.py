@@ -138,7 +138,19 @@ def bench_prediction() -> dict:
     return {"model": asdict(BENCH_LLAMA), "naive_over_engine_flops": naive / engine}
 
 
-def table(p: dict, bench: dict) -> str:
+def variants(a: Assumptions) -> dict[str, dict]:
+    """The projection under other assumptions: the utilisation guess and the cost levers."""
+    return {
+        "as above": project(QWEN25_7B, a),
+        "probe utilisation 10%": project(QWEN25_7B, replace(a, probe_utilisation=0.10)),
+        "probe utilisation 50%": project(QWEN25_7B, replace(a, probe_utilisation=0.50)),
+        "8 probes": project(QWEN25_7B, replace(a, probes=8)),
+        "n = 8 players": project(QWEN25_7B, replace(a, n_players=8)),
+        "prompt 512 tokens": project(QWEN25_7B, replace(a, prompt_tokens=512)),
+    }
+
+
+def table(p: dict, bench: dict, others: dict[str, dict] | None = None) -> str:
     a = p["assumptions"]
     lines = [
         f"**Projection (arithmetic, not measured)** for {p['model']['name']} LoRA SFT on "
@@ -169,6 +181,18 @@ def table(p: dict, bench: dict) -> str:
             f"{r['engine_probe_seconds'] / 60:.1f} min | {100 * r['engine_overhead']:.1f}% | "
             f"{100 * r['naive_overhead']:.0f}% |"
         )
+    if others:
+        steps = [r["steps"] for r in p["runs"]]
+        lines += [
+            "",
+            "Engine overhead under other assumptions (everything else as above):",
+            "",
+            "| variant | " + " | ".join(f"{s:,} steps" for s in steps) + " |",
+            "|---|" + "---|" * len(steps),
+        ]
+        for name, q in others.items():
+            cells = " | ".join(f"{100 * r['engine_overhead']:.1f}%" for r in q["runs"])
+            lines.append(f"| {name} | {cells} |")
     lines += [
         "",
         "Check of the arithmetic on the bench's model (Llama h256 x 4 layers, vocabulary "
@@ -209,13 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     assumptions = Assumptions()
     p = project(QWEN25_7B, assumptions)
     bench = bench_prediction()
-    sensitivity = {
-        f"probe_utilisation={u}": project(QWEN25_7B, replace(assumptions, probe_utilisation=u))[
-            "runs"
-        ]
-        for u in (0.1, 0.5)
-    }
-    text = table(p, bench)
+    others = variants(assumptions)
+    sensitivity = {name: q["runs"] for name, q in others.items()}
+    text = table(p, bench, others)
     result = {"projection": p, "bench_prediction": bench, "sensitivity": sensitivity}
     if args.bench:
         extra = ["--quick"] if args.tiny else []
