@@ -515,7 +515,7 @@ def summarise_run(
             "removed_fraction_at_stop": metric(stop, "interactions/removed/fraction"),
             "removed_fraction_at_end": metric(last, "interactions/removed/fraction"),
         },
-        "noise": {
+        "noise_signal": {  # the interaction noise signal (the label noise is "noise")
             "stop": metric(stop, "interactions/noise"),
             "end": metric(last, "interactions/noise"),
         },

@@ -105,6 +105,8 @@ def test_tiny_study(tmp_path):
         n = meta["settings"]["n_players"]
         assert set(hist) == set(study.CATEGORIES)
         assert all(len(hist[c]["count"]) == n + 1 for c in hist)
+        assert set(r["noise_signal"]) == {"stop", "end"}
+        assert r["noise_signal"]["end"] is not None and r["noise_signal"]["end"] >= 0
         share = r["removal"]["share_before_stop"]
         assert share is None or share >= 0
         t = r["timing"]
