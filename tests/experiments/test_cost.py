@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "experiments" / "cost.py"
-
 
 @pytest.fixture(scope="module")
-def cost():
-    spec = importlib.util.spec_from_file_location("cost", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while being built
-    spec.loader.exec_module(module)
-    return module
+def cost(load_script):
+    return load_script("cost")
 
 
 def test_flops_per_mask_by_hand(cost):
