@@ -800,7 +800,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--train-size", type=int, default=None)
+    p.add_argument("--methods", nargs="+", choices=("lora", "full"), default=None)
+    p.add_argument("--noise-levels", type=float, nargs="+", default=None, help="e.g. 0 0.2")
+    p.add_argument("--jobs", type=int, default=1, help="runs in parallel processes")
     return p.parse_args(argv)
+
+
+def _run_job(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """One run in a worker process (``--jobs``): same threads, log lines to stdout."""
+    import torch
+
+    torch.set_num_threads(kwargs.pop("threads"))
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    return one_run(**kwargs, log=lambda msg: print(msg, flush=True))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -830,6 +846,10 @@ def main(argv: list[str] | None = None) -> int:
         s = replace(s, max_steps=args.max_steps)
     if args.train_size:
         s = replace(s, train_size=args.train_size)
+    if args.methods:
+        s = replace(s, methods=tuple(args.methods))
+    if args.noise_levels is not None:
+        s = replace(s, noise_levels=tuple(args.noise_levels))
     out, work = Path(args.out), Path(args.work_dir)
     out.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
@@ -865,28 +885,51 @@ def main(argv: list[str] | None = None) -> int:
         + " ".join(argv if argv is not None else sys.argv[1:]),
     }
     runs: list[dict] = []
-    for seed in args.seeds:
-        for noise, method in CONFIGS:
-            if noise not in s.noise_levels or method not in s.methods:
-                continue
-            runs.append(
-                one_run(
-                    model_dir=model_dir,
-                    tokenizer=tokenizer,
-                    splits=splits,
-                    labels=labels,
-                    s=s,
-                    noise=noise,
-                    method=method,
-                    seed=seed,
-                    ref_dir=ref_dir,
-                    work=work,
-                    log=log,
-                )
+    jobs = [
+        (seed, noise, method)
+        for seed in args.seeds
+        for noise, method in CONFIGS
+        if noise in s.noise_levels and method in s.methods
+    ]
+    if args.jobs > 1 and len(jobs) > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        common = dict(
+            model_dir=model_dir,
+            tokenizer=tokenizer,
+            splits=splits,
+            labels=labels,
+            s=s,
+            ref_dir=ref_dir,
+            work=work,
+            threads=max(1, args.threads),
+        )
+        todo = [dict(common, noise=n, method=m, seed=sd) for sd, n, m in jobs]
+        with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
+            runs = list(pool.map(_run_job, todo))
+        first = [r for r, (seed, _, _) in zip(runs, jobs, strict=True) if seed == args.seeds[0]]
+        write_outputs(out, runs, meta, s, first, log)
+        jobs = []
+    for seed, noise, method in jobs:
+        runs.append(
+            one_run(
+                model_dir=model_dir,
+                tokenizer=tokenizer,
+                splits=splits,
+                labels=labels,
+                s=s,
+                noise=noise,
+                method=method,
+                seed=seed,
+                ref_dir=ref_dir,
+                work=work,
+                log=log,
             )
-            meta["wall_seconds"] = round(time.perf_counter() - t0, 1)
-            plot = [runs[-1]] if seed == args.seeds[0] else []
-            write_outputs(out, runs, meta, s, plot, log)  # after every run
+        )
+        meta["wall_seconds"] = round(time.perf_counter() - t0, 1)
+        plot = [runs[-1]] if seed == args.seeds[0] else []
+        write_outputs(out, runs, meta, s, plot, log)  # after every run
     meta["complete"] = True
     meta["wall_seconds"] = round(time.perf_counter() - t0, 1)
     write_outputs(out, runs, meta, s, [], log)
