@@ -1,10 +1,11 @@
 """Two processes (torchrun, gloo on CPU) against one: same values, same metrics, same stop.
 
 ``accelerate launch --cpu --num_processes 2`` starts a single process on this kind of
-machine (its CPU path only goes multi-process through MPI), so the test uses
-``torchrun --nproc_per_node 2``, which is what ``accelerate launch --multi_gpu`` runs
-underneath; the script forces the CPU with ``TrainingArguments(use_cpu=True)`` and the
-``gloo`` backend. The script is ``dist_train_script.py`` next to this file.
+machine (its CPU path only goes multi-process through MPI), so the tests launch with
+``torchrun --nproc_per_node 2`` and, once, with ``accelerate launch --multi_gpu
+--num_processes 2`` (which runs torch's elastic launcher underneath); the script forces
+the CPU with ``TrainingArguments(use_cpu=True)`` and the ``gloo`` backend. The script is
+``dist_train_script.py`` next to this file.
 
 In every run: an injected out-of-memory error on one rank (rank 1 of 2) at step 2 makes
 *both* ranks skip that probe point, and a custom stopper that fires on rank 0 only
@@ -26,6 +27,7 @@ import json
 import math
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -47,10 +49,30 @@ def _script():
     return mod
 
 
-def _torchrun(out: Path, *extra: str, killed: bool = False) -> list[dict]:
-    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _launcher(name: str) -> list[str]:
+    """The command that starts two processes: ``torchrun`` or ``accelerate launch``."""
+    exe = shutil.which(name, path=os.path.dirname(sys.executable)) or name
+    if name == "torchrun":
+        return [exe, "--standalone", "--nproc_per_node", "2"]
+    # ``--cpu`` cannot start two processes without MPI; ``--multi_gpu`` runs torch's
+    # elastic launcher, and the script forces the CPU (use_cpu=True) and gloo
+    return [exe, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"] + [
+        "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--main_process_port", str(_free_port()),
+    ]  # fmt: skip
+
+
+def _torchrun(
+    out: Path, *extra: str, killed: bool = False, launcher: str = "torchrun"
+) -> list[dict]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE.parents[1])}
-    cmd = [torchrun, "--standalone", "--nproc_per_node", "2", str(SCRIPT), str(out)]
+    cmd = [*_launcher(launcher), str(SCRIPT), str(out)]
     proc = subprocess.run(
         cmd + COMMON + ["--per-device-batch", "2", "--fault-rank", "1", *extra],
         env=env,
@@ -113,6 +135,18 @@ def test_two_processes_local_mode_match_one(tmp_path):
     assert [r["step"] for r in read_jsonl(tmp_path / "two/interactions/metrics.jsonl")] == [0, 2]
     two = _torchrun(tmp_path / "two", *local, "--resume", str(tmp_path / "two/checkpoint-2"))
     assert two[0]["mode"] == two[1]["mode"] == "local"
+    _common_checks(one, two)
+    for a, b in zip(_metrics(one), _metrics(two[0]), strict=True):
+        b.pop("interactions/probe_seconds_max", None)
+        _close(a, b, rel=0, abs_=1e-5)
+    _snapshots(tmp_path / "one", tmp_path / "two", atol=1e-5)
+
+
+def test_accelerate_launch_two_processes_match_one(tmp_path):
+    """The launcher users type, ``accelerate launch``, with two processes on the CPU."""
+    mod = _script()
+    one = mod.main([str(tmp_path / "one"), *COMMON, "--per-device-batch", "4", "--lr", "0"])
+    two = _torchrun(tmp_path / "two", "--lr", "0", "--mode", "local", launcher="accelerate")
     _common_checks(one, two)
     for a, b in zip(_metrics(one), _metrics(two[0]), strict=True):
         b.pop("interactions/probe_seconds_max", None)
