@@ -103,7 +103,18 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(f"sft-interactions train: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        _close_process_group()
     return 0
+
+
+def _close_process_group() -> None:
+    """Tear down torch.distributed before exit: gloo threads that outlive the interpreter
+    abort the process (SIGABRT, "terminate called without an active exception")."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

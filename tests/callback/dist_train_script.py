@@ -229,4 +229,10 @@ def main(argv=None) -> dict:
 
 if __name__ == "__main__":
     main()
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        # without it gloo's worker threads can outlive the interpreter: SIGABRT at exit
+        dist.barrier()
+        dist.destroy_process_group()
     sys.exit(0)
