@@ -126,6 +126,15 @@ def _snapshots(out_one: Path, out_two: Path, atol: float, check_fit: bool = True
     assert json.loads((out_two / "interactions" / "stop.json").read_text())["stop_step"] == 4
 
 
+def _local_mode_matches(one: dict, two: list[dict], root: Path) -> None:
+    """Same weights on every rank: metrics and snapshots equal to one process (1e-5)."""
+    _common_checks(one, two)
+    for a, b in zip(_metrics(one), _metrics(two[0]), strict=True):
+        b.pop("interactions/probe_seconds_max", None)
+        _close(a, b, rel=0, abs_=1e-5)
+    _snapshots(root / "one", root / "two", atol=1e-5)
+
+
 def test_two_processes_local_mode_match_one(tmp_path):
     """Also killed after the checkpoint of step 2 and resumed from it, on both ranks."""
     mod = _script()
@@ -135,11 +144,7 @@ def test_two_processes_local_mode_match_one(tmp_path):
     assert [r["step"] for r in read_jsonl(tmp_path / "two/interactions/metrics.jsonl")] == [0, 2]
     two = _torchrun(tmp_path / "two", *local, "--resume", str(tmp_path / "two/checkpoint-2"))
     assert two[0]["mode"] == two[1]["mode"] == "local"
-    _common_checks(one, two)
-    for a, b in zip(_metrics(one), _metrics(two[0]), strict=True):
-        b.pop("interactions/probe_seconds_max", None)
-        _close(a, b, rel=0, abs_=1e-5)
-    _snapshots(tmp_path / "one", tmp_path / "two", atol=1e-5)
+    _local_mode_matches(one, two, tmp_path)
 
 
 def test_accelerate_launch_two_processes_match_one(tmp_path):
@@ -147,11 +152,7 @@ def test_accelerate_launch_two_processes_match_one(tmp_path):
     mod = _script()
     one = mod.main([str(tmp_path / "one"), *COMMON, "--per-device-batch", "4", "--lr", "0"])
     two = _torchrun(tmp_path / "two", "--lr", "0", "--mode", "local", launcher="accelerate")
-    _common_checks(one, two)
-    for a, b in zip(_metrics(one), _metrics(two[0]), strict=True):
-        b.pop("interactions/probe_seconds_max", None)
-        _close(a, b, rel=0, abs_=1e-5)
-    _snapshots(tmp_path / "one", tmp_path / "two", atol=1e-5)
+    _local_mode_matches(one, two, tmp_path)
 
 
 def test_two_processes_lockstep_mode_match_one(tmp_path):
