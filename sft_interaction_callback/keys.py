@@ -1,0 +1,79 @@
+"""Every name the package logs or shares, in one place.
+
+Metric names are a public interface: W&B panels, ``metric_for_best_model``, the report and
+the experiment scripts read them back. Defining each exactly once keeps writers and readers
+from drifting apart (``tests/test_layout.py`` checks that no other module spells an
+``"interactions/..."`` name). This module imports nothing from the package.
+"""
+
+from __future__ import annotations
+
+PREFIX = "interactions/"
+
+# ---------------------------------------------------------------------- categories
+REMOVED = "removed"
+PRESERVED = "preserved"
+EMERGED = "emerged"
+CATEGORIES = (REMOVED, PRESERVED, EMERGED)
+"""The tracker's categories, in the order they are reported."""
+
+SALIENT = "salient"
+NOISE = "noise"
+MASKS = (SALIENT, REMOVED, PRESERVED, EMERGED, NOISE)
+"""Boolean masks stored with a step snapshot (salient = preserved | emerged)."""
+
+CATEGORY_METRICS = ("count", "strength", "strength_norm", "rho", "gamma", "mean_order")
+"""Per-category metrics (``gamma`` only with a reference model)."""
+
+
+def key(name: str) -> str:
+    """``interactions/<name>``: the logged name of a metric."""
+    return PREFIX + name
+
+
+def category_key(category: str, metric: str) -> str:
+    """``interactions/<category>/<metric>``, e.g. ``interactions/emerged/count``."""
+    return f"{PREFIX}{category}/{metric}"
+
+
+# ---------------------------------------------------------------------- metrics
+NOISE_KEY = key("noise")
+REMOVED_FRACTION_KEY = category_key(REMOVED, "fraction")
+TOTAL_STRENGTH_KEY = key("total_strength")
+SKIPPED_KEY = key("skipped")
+STOP_STEP_KEY = key("stop_step")
+STOP_REASON_KEY = key("stop_reason")
+SECONDS_KEY = key("probe_seconds")
+SECONDS_MAX_KEY = key("probe_seconds_max")
+SOLVER_GAP_MAX = key("solver_gap_max")
+"""Max over probes of the certified per-probe solver gap (primal minus dual bound)."""
+
+STOPPER_STATUS_PREFIX = "stopper/"
+STAGE_STATUS = STOPPER_STATUS_PREFIX + "stage"
+BAD_POINTS_STATUS = STOPPER_STATUS_PREFIX + "bad_points"
+BEST_STATUS = STOPPER_STATUS_PREFIX + "best"
+STAGE_KEY = key(STAGE_STATUS)
+
+# W&B extras (tables and histograms, not scalar curves)
+TOP_TABLE_KEY = key("top_interactions")
+ORDER_HISTOGRAM_KEY = key("order_histogram")
+
+# ---------------------------------------------------------------------- evaluation
+EVAL_METRIC = "interaction_noise"
+"""Added to every evaluation as ``eval_interaction_noise`` (``metric_for_best_model``)."""
+
+
+def eval_metric_key(prefix: str = "eval") -> str:
+    """The evaluation metric under an evaluation prefix (``eval``, ``eval_<name>``)."""
+    return f"{prefix}_{EVAL_METRIC}"
+
+
+# ---------------------------------------------------------------------- shared limits
+MAX_PLAYERS = 20
+"""Most word players per probe (2**20 forward passes per probe is already a lot)."""
+
+NAMED_BASELINES = ("pad", "unk", "mask", "zero", "mean")
+"""Baselines computed directly from the model's embeddings."""
+
+BASELINES = (*NAMED_BASELINES, "learned")
+"""Every baseline name the config accepts (``learned`` is fitted from a named one)."""
