@@ -51,6 +51,16 @@ from sft_interaction_callback.extract import (
     prepare_probes,
     unwrap_for_probing,
 )
+from sft_interaction_callback.keys import (
+    EVAL_METRIC,
+    SECONDS_KEY,
+    SECONDS_MAX_KEY,
+    SKIPPED_KEY,
+    STOP_REASON_KEY,
+    STOP_STEP_KEY,
+    eval_metric_key,
+    metric_key,
+)
 from sft_interaction_callback.probing import Probe
 from sft_interaction_callback.reporting.wandb_log import WandbExtras
 from sft_interaction_callback.resume import SnapshotError
@@ -76,11 +86,6 @@ __all__ = ["InteractionCallback", "EVAL_METRIC", "SKIPPED_KEY", "STOP_STEP_KEY",
 
 logger = logging.getLogger("sft_interaction_callback")
 
-EVAL_METRIC = "interaction_noise"
-SKIPPED_KEY = "interactions/skipped"
-STOP_STEP_KEY = "interactions/stop_step"
-SECONDS_KEY = "interactions/probe_seconds"
-SECONDS_MAX_KEY = "interactions/probe_seconds_max"
 _STATE_FORMAT = "sft_interaction_callback.callback/1"
 
 
@@ -427,9 +432,7 @@ class InteractionCallback(TrainerCallback):
                 stacklevel=2,
             )
         if stop is not None:
-            self.wandb.set_summary(
-                args, {STOP_STEP_KEY: stop[0], "interactions/stop_reason": stop[1]}
-            )
+            self.wandb.set_summary(args, {STOP_STEP_KEY: stop[0], STOP_REASON_KEY: stop[1]})
 
     def _decide(self, step: int, metrics: dict[str, float]) -> tuple[int, str] | None:
         """The one place where the stop decision is taken: rank 0's, broadcast to every rank.
@@ -492,7 +495,7 @@ class InteractionCallback(TrainerCallback):
         if stop is not None:
             meta["stop"] = {"step": stop[0], "reason": stop[1]}
             logs[STOP_STEP_KEY] = float(stop[0])
-            record.update({STOP_STEP_KEY: stop[0], "interactions/stop_reason": stop[1]})
+            record.update({STOP_STEP_KEY: stop[0], STOP_REASON_KEY: stop[1]})
         if state.is_world_process_zero:
             self._write_point(step, v, inter, record, stop)
         tables = None
@@ -511,7 +514,7 @@ class InteractionCallback(TrainerCallback):
         if not self.config.early_stopping or not callable(status):
             return {}
         try:
-            return {f"interactions/{k}": float(x) for k, x in status().items()}
+            return {metric_key(k): float(x) for k, x in status().items()}
         except Exception:  # noqa: BLE001 - a custom stopper's status is optional
             return {}
 
@@ -591,7 +594,7 @@ class InteractionCallback(TrainerCallback):
             self.wandb.log_point(trainer.args, tables.pop("step"), **tables)
 
     def _add_eval_metric(self, args, metrics: dict, prefix: str, history) -> None:
-        key = f"{prefix}_{EVAL_METRIC}"
+        key = eval_metric_key(prefix)
         if key in metrics:
             return
         value = self._meta["last_noise"]

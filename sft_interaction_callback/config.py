@@ -14,12 +14,10 @@ from dataclasses import MISSING, dataclass, field, fields
 from numbers import Integral, Real
 from typing import Any
 
+from sft_interaction_callback.keys import BASELINES, MAX_PLAYERS
+
 __all__ = ["InteractionConfig", "config_field_names"]
 
-#: Most players a probe may have (``2**n`` forward passes per probe and checkpoint).
-MAX_PLAYERS = 20
-#: Named baselines the value engine understands, plus the learned one.
-BASELINES = ("pad", "unk", "mask", "zero", "mean", "learned")
 SOLVERS = ("default", "pdhg", "reference")
 SCOPES = ("joint", "type")
 MISSING_SNAPSHOT = ("error", "rebuild")

@@ -26,7 +26,7 @@ CATEGORY_METRICS = ("count", "strength", "strength_norm", "rho", "gamma", "mean_
 """Per-category metrics (``gamma`` only with a reference model)."""
 
 
-def key(name: str) -> str:
+def metric_key(name: str) -> str:
     """``interactions/<name>``: the logged name of a metric."""
     return PREFIX + name
 
@@ -37,26 +37,26 @@ def category_key(category: str, metric: str) -> str:
 
 
 # ---------------------------------------------------------------------- metrics
-NOISE_KEY = key("noise")
+NOISE_KEY = metric_key("noise")
 REMOVED_FRACTION_KEY = category_key(REMOVED, "fraction")
-TOTAL_STRENGTH_KEY = key("total_strength")
-SKIPPED_KEY = key("skipped")
-STOP_STEP_KEY = key("stop_step")
-STOP_REASON_KEY = key("stop_reason")
-SECONDS_KEY = key("probe_seconds")
-SECONDS_MAX_KEY = key("probe_seconds_max")
-SOLVER_GAP_MAX = key("solver_gap_max")
+TOTAL_STRENGTH_KEY = metric_key("total_strength")
+SKIPPED_KEY = metric_key("skipped")
+STOP_STEP_KEY = metric_key("stop_step")
+STOP_REASON_KEY = metric_key("stop_reason")
+SECONDS_KEY = metric_key("probe_seconds")
+SECONDS_MAX_KEY = metric_key("probe_seconds_max")
+SOLVER_GAP_MAX = metric_key("solver_gap_max")
 """Max over probes of the certified per-probe solver gap (primal minus dual bound)."""
 
 STOPPER_STATUS_PREFIX = "stopper/"
 STAGE_STATUS = STOPPER_STATUS_PREFIX + "stage"
 BAD_POINTS_STATUS = STOPPER_STATUS_PREFIX + "bad_points"
 BEST_STATUS = STOPPER_STATUS_PREFIX + "best"
-STAGE_KEY = key(STAGE_STATUS)
+STAGE_KEY = metric_key(STAGE_STATUS)
 
 # W&B extras (tables and histograms, not scalar curves)
-TOP_TABLE_KEY = key("top_interactions")
-ORDER_HISTOGRAM_KEY = key("order_histogram")
+TOP_TABLE_KEY = metric_key("top_interactions")
+ORDER_HISTOGRAM_KEY = metric_key("order_histogram")
 
 # ---------------------------------------------------------------------- evaluation
 EVAL_METRIC = "interaction_noise"

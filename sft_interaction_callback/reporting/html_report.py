@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from html import escape
 from typing import Any
 
+from ..keys import NOISE_KEY, REMOVED_FRACTION_KEY, TOTAL_STRENGTH_KEY, category_key
 from .run_data import CATEGORIES, Interaction, ProbeInfo, RunData
 
 __all__ = ["render_html"]
@@ -229,25 +230,25 @@ def _summary_html(run: RunData, notes: Iterable[str]) -> str:
     record = run.record_at(focus) or {}
     metrics = ""
     if record:
-        gamma = run.has_reference and any(f"interactions/{c}/gamma" in record for c in CATEGORIES)
+        gamma = run.has_reference and any(category_key(c, "gamma") in record for c in CATEGORIES)
         head = ["", "count", "strength share", "ρ"] + (["γ"] if gamma else []) + ["mean order"]
         rows = []
         for c in CATEGORIES:
             cells = [
                 f'<span class="dot {c}"></span>{"newly emerged" if c == "emerged" else c}',
-                _fmt(record.get(f"interactions/{c}/count")),
-                _pct(record.get(f"interactions/{c}/strength_norm")),
-                _fmt(record.get(f"interactions/{c}/rho"), 2),
+                _fmt(record.get(category_key(c, "count"))),
+                _pct(record.get(category_key(c, "strength_norm"))),
+                _fmt(record.get(category_key(c, "rho")), 2),
             ]
             if gamma:
-                cells.append(_fmt(record.get(f"interactions/{c}/gamma"), 2))
-            cells.append(_fmt(record.get(f"interactions/{c}/mean_order"), 2))
+                cells.append(_fmt(record.get(category_key(c, "gamma")), 2))
+            cells.append(_fmt(record.get(category_key(c, "mean_order")), 2))
             rows.append("".join(f"<td>{x}</td>" for x in cells))
         which = " (stop)" if focus == run.stop_step else " (last)"
         extra = (
-            f"noise {_fmt(record.get('interactions/noise'))} · removed fraction "
-            f"{_pct(record.get('interactions/removed/fraction'))} · total strength "
-            f"{_fmt(record.get('interactions/total_strength'))}. Removed interactions are "
+            f"noise {_fmt(record.get(NOISE_KEY))} · removed fraction "
+            f"{_pct(record.get(REMOVED_FRACTION_KEY))} · total strength "
+            f"{_fmt(record.get(TOTAL_STRENGTH_KEY))}. Removed interactions are "
             f"measured as the model encoded them at step {run.base_step}."
         )
         metrics = (

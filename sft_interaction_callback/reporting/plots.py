@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..keys import NOISE_KEY, REMOVED_FRACTION_KEY, category_key
 from .run_data import CATEGORIES, RunData
 
 __all__ = [
@@ -101,7 +102,7 @@ def _style(ax, title: str, ylabel: str, xlabel: str = "training step") -> None:
 def _category_lines(run: RunData, ax, metric: str, ls: str = "-", suffix: str = "") -> int:
     drawn = 0
     for c in CATEGORIES:
-        steps, values = run.series(f"interactions/{c}/{metric}")
+        steps, values = run.series(category_key(c, metric))
         if not _finite(values):
             continue
         ax.plot(
@@ -186,7 +187,7 @@ def _panel_orders(run: RunData, ax, what: str) -> bool:
 
 
 def _panel_noise(run: RunData, ax) -> bool:
-    steps, noise = run.series("interactions/noise")
+    steps, noise = run.series(NOISE_KEY)
     if not _finite(noise):
         return False
     ax.plot(steps, noise, "-", color=NOISE_COLOR, marker="o", ms=3.5, lw=2, label="noise signal")
@@ -194,9 +195,9 @@ def _panel_noise(run: RunData, ax) -> bool:
     _markers(run, ax)
     _style(ax, "New-interaction noise (early-stopping signal)", "noise")
     ax.set_ylim(bottom=min(0.0, min(best)))
-    if run.has("interactions/removed/fraction"):
+    if run.has(REMOVED_FRACTION_KEY):
         twin = ax.twinx()
-        s, frac = run.series("interactions/removed/fraction")
+        s, frac = run.series(REMOVED_FRACTION_KEY)
         twin.plot(
             s,
             frac,
@@ -254,8 +255,8 @@ plot_loss.__doc__ = "(f) Training and evaluation loss on the step axis."
 
 def plot_quality(run: RunData, path: Path, notes: list[str] | None = None) -> Path | None:
     """(c) ρ per category over steps, and γ beside it when a reference model was used."""
-    has_gamma = any(run.has(f"interactions/{c}/gamma") for c in CATEGORIES)
-    if not any(run.has(f"interactions/{c}/rho") for c in CATEGORIES):
+    has_gamma = any(run.has(category_key(c, "gamma")) for c in CATEGORIES)
+    if not any(run.has(category_key(c, "rho")) for c in CATEGORIES):
         if notes is not None:
             notes.append(f"{Path(path).name}: no ρ values in metrics.jsonl")
         return None
@@ -284,7 +285,7 @@ def plot_order_histograms(run: RunData, path: Path, notes: list[str] | None = No
 def plot_overview(run: RunData, path: Path, notes: list[str] | None = None) -> Path | None:
     """One picture: counts, strengths, γ (else ρ), orders, noise and loss, one legend."""
     fig, axes = _figure(15, 8.4, 2, 3)
-    has_gamma = any(run.has(f"interactions/{c}/gamma") for c in CATEGORIES)
+    has_gamma = any(run.has(category_key(c, "gamma")) for c in CATEGORIES)
     panels = [
         _panel_counts,
         _panel_strengths,

@@ -25,6 +25,16 @@ import torch
 
 from ..andor.metrics import order_histogram, strength
 from ..andor.transforms import subset_orders
+from ..keys import (
+    CATEGORIES,
+    EMERGED,
+    PRESERVED,
+    REMOVED,
+    SALIENT,
+    STAGE_KEY,
+    STOP_REASON_KEY,
+    STOP_STEP_KEY,
+)
 from ..snapshots import load_tensors, read_json, read_jsonl, step_filename
 
 __all__ = [
@@ -38,11 +48,9 @@ __all__ = [
     "load_run",
 ]
 
-CATEGORIES = ("removed", "preserved", "emerged")
 DEFAULT_SUBDIR = "interactions"
 _STEP_RE = re.compile(r"^step-(\d{8})\.safetensors$")
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
-_STAGE_KEY = "interactions/stopper/stage"
 
 
 class NoInteractionsData(FileNotFoundError):
@@ -222,7 +230,7 @@ class RunData:
         if self.stop is not None and isinstance(self.stop.get("stage_ended_at"), int):
             return self.stop["stage_ended_at"]
         for r in self.records:
-            if _num(r.get(_STAGE_KEY)) >= 2:
+            if _num(r.get(STAGE_KEY)) >= 2:
                 return int(r["step"])
         return None
 
@@ -317,7 +325,7 @@ class RunData:
         nonempty = (subset_orders(n) > 0).repeat(2)
         out: dict[str, dict[str, list[float]]] = {}
         for c in CATEGORIES:
-            values = base if c == "removed" else table
+            values = base if c == REMOVED else table
             mask = current[c].bool()
             counts, strengths = order_histogram(values, mask, concatenated=True)
             total = strength(values, nonempty)[:, None]
@@ -337,7 +345,7 @@ class RunData:
         nonempty subsets (category ``"salient"``) and ``removed`` is empty.
         """
         step = self.focus_step if step is None else step
-        out: dict[str, list[Interaction]] = {"and": [], "or": [], "removed": []}
+        out: dict[str, list[Interaction]] = {"and": [], "or": [], REMOVED: []}
         if step is None or step not in self.snapshot_steps:
             return out
         words = self.probes[probe].words if probe < len(self.probes) else []
@@ -347,10 +355,10 @@ class RunData:
         half = t["i_and"].shape[-1]
         table = torch.cat((t["i_and"][probe], t["i_or"][probe])).double()
         if self._has_masks(step):
-            cats = {c: t[c][probe].bool() for c in ("preserved", "emerged")}
+            cats = {c: t[c][probe].bool() for c in (PRESERVED, EMERGED)}
         else:
             nonempty = (subset_orders(half.bit_length() - 1) > 0).repeat(2)
-            cats = {"salient": nonempty}
+            cats = {SALIENT: nonempty}
         for kind, lo in (("and", 0), ("or", half)):
             entries = []
             for cat, mask in cats.items():
@@ -363,9 +371,9 @@ class RunData:
         if self._has_masks(step) and self.base_step is not None:
             b = self.tensors(self.base_step)
             base = torch.cat((b["i_and"][probe], b["i_or"][probe])).double()
-            idx = torch.nonzero(t["removed"][probe].bool()).flatten().tolist()
+            idx = torch.nonzero(t[REMOVED][probe].bool()).flatten().tolist()
             entries = sorted(idx, key=lambda j: -abs(float(base[j])))[:k]
-            out["removed"] = [
+            out[REMOVED] = [
                 self._interaction(
                     "and" if j < half else "or",
                     j % half,
@@ -401,9 +409,9 @@ def _read_stop(interactions_dir: Path, records: list[dict[str, Any]]) -> dict[st
                 stop["reason"] = str(data.get("reason") or "")
                 return stop
     for r in records:
-        step = r.get("interactions/stop_step")
+        step = r.get(STOP_STEP_KEY)
         if isinstance(step, (int, float)) and math.isfinite(step):
-            return {"step": int(step), "reason": str(r.get("interactions/stop_reason") or "")}
+            return {"step": int(step), "reason": str(r.get(STOP_REASON_KEY) or "")}
     return None
 
 

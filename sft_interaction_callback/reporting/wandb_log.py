@@ -16,11 +16,13 @@ from typing import Any
 
 import torch
 
+from ..keys import EMERGED, ORDER_HISTOGRAM_KEY, PRESERVED, TOP_TABLE_KEY
+
 __all__ = ["WandbExtras", "wandb_run", "top_interactions"]
 
 STEP_KEY = "train/global_step"
-TOP_KEY = "interactions/top_interactions"
-HIST_KEY = "interactions/order_histogram"
+TOP_KEY = TOP_TABLE_KEY
+HIST_KEY = ORDER_HISTOGRAM_KEY
 
 
 def _report_to(args: Any) -> list[str]:
@@ -69,7 +71,7 @@ def top_interactions(
             kind, s = ("AND", idx) if idx < size else ("OR", idx - size)
             members = [words[p][b] for b in range(len(words[p])) if (s >> b) & 1]
             category = ""
-            for name in ("preserved", "emerged"):
+            for name in (PRESERVED, EMERGED):
                 if sets is not None and name in sets and bool(sets[name][p, idx]):
                     category = name
             rows.append(

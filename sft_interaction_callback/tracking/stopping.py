@@ -10,7 +10,13 @@ import math
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
-from .tracker import NOISE_KEY, REMOVED_FRACTION_KEY
+from ..keys import (
+    BAD_POINTS_STATUS,
+    BEST_STATUS,
+    NOISE_KEY,
+    REMOVED_FRACTION_KEY,
+    STAGE_STATUS,
+)
 
 __all__ = ["Stopper", "NoiseRiseStopper"]
 
@@ -216,9 +222,9 @@ class NoiseRiseStopper:
     def status(self) -> dict[str, float]:
         """Loggable state: ``stopper/stage`` (1 or 2), ``stopper/bad_points``, ``stopper/best``."""
         return {
-            "stopper/stage": 1.0 if self.stage_ended_at is None else 2.0,
-            "stopper/bad_points": float(len(self.bad_steps)),
-            "stopper/best": math.nan if self.best is None else self.best,
+            STAGE_STATUS: 1.0 if self.stage_ended_at is None else 2.0,
+            BAD_POINTS_STATUS: float(len(self.bad_steps)),
+            BEST_STATUS: math.nan if self.best is None else self.best,
         }
 
     # ------------------------------------------------------------------ state

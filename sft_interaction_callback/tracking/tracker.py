@@ -26,6 +26,17 @@ from ..andor.metrics import (
     uncancelled_ratio,
 )
 from ..andor.transforms import n_players_of, subset_orders
+from ..keys import (
+    CATEGORIES,
+    EMERGED,
+    NOISE,
+    NOISE_KEY,
+    PRESERVED,
+    REMOVED,
+    REMOVED_FRACTION_KEY,
+    TOTAL_STRENGTH_KEY,
+    category_key,
+)
 
 __all__ = [
     "CATEGORIES",
@@ -35,10 +46,6 @@ __all__ = [
     "InteractionTracker",
 ]
 
-CATEGORIES = ("removed", "preserved", "emerged")
-NOISE_KEY = "interactions/noise"
-REMOVED_FRACTION_KEY = "interactions/removed/fraction"
-TOTAL_STRENGTH_KEY = "interactions/total_strength"
 _STATE_FORMAT = "sft_interaction_callback.tracker/1"
 _SCOPES = ("type", "joint")
 
@@ -213,10 +220,10 @@ class InteractionTracker:
         keys = []
         for c in CATEGORIES:
             for m in ("count", "strength", "strength_norm", "rho"):
-                keys.append(f"interactions/{c}/{m}")
+                keys.append(category_key(c, m))
             if self.has_reference:
-                keys.append(f"interactions/{c}/gamma")
-            keys.append(f"interactions/{c}/mean_order")
+                keys.append(category_key(c, "gamma"))
+            keys.append(category_key(c, "mean_order"))
         return keys + [REMOVED_FRACTION_KEY, NOISE_KEY, TOTAL_STRENGTH_KEY]
 
     # ------------------------------------------------------------------ inputs
@@ -307,7 +314,7 @@ class InteractionTracker:
         base_i = self._base_i.to(dev, table.dtype)
         base_mask = self._base_mask.to(dev)
         removed, preserved, emerged = classify(base_mask, self._preserved.to(dev), mask)
-        sets = {"removed": removed, "preserved": preserved, "emerged": emerged}
+        sets = {REMOVED: removed, PRESERVED: preserved, EMERGED: emerged}
         orders = subset_orders(self._n, dev).repeat(2)
         nonempty = orders > 0
         total_t = strength(table, nonempty)
@@ -320,18 +327,18 @@ class InteractionTracker:
         metrics: dict[str, float] = {}
         hists: dict[str, dict[str, torch.Tensor]] = {}
         for c, m in sets.items():
-            values, total = (base_i, total_0) if c == "removed" else (table, total_t)
+            values, total = (base_i, total_0) if c == REMOVED else (table, total_t)
             count = m.sum(-1).to(table.dtype)
             st = strength(values, m)
-            metrics[f"interactions/{c}/count"] = float(count.mean())
-            metrics[f"interactions/{c}/strength"] = float(st.mean())
-            metrics[f"interactions/{c}/strength_norm"] = float(_ratio(st, total, 0.0).mean())
-            metrics[f"interactions/{c}/rho"] = _nanmean(uncancelled_ratio(values, m))
+            metrics[category_key(c, "count")] = float(count.mean())
+            metrics[category_key(c, "strength")] = float(st.mean())
+            metrics[category_key(c, "strength_norm")] = float(_ratio(st, total, 0.0).mean())
+            metrics[category_key(c, "rho")] = _nanmean(uncancelled_ratio(values, m))
             if ref_i is not None:
                 g = generalizability(values, m, ref_i, ref_mask)
-                metrics[f"interactions/{c}/gamma"] = _nanmean(g)
+                metrics[category_key(c, "gamma")] = _nanmean(g)
             order_sum = (orders.to(table.dtype) * m).sum(-1)
-            metrics[f"interactions/{c}/mean_order"] = _nanmean(_ratio(order_sum, count, math.nan))
+            metrics[category_key(c, "mean_order")] = _nanmean(_ratio(order_sum, count, math.nan))
             h_count, h_strength = self._histogram(values, m)
             hists[c] = {
                 "count": h_count,
@@ -358,7 +365,7 @@ class InteractionTracker:
         self.last_step = step
         self._last = {
             "step": step,
-            "sets": {**sets, "noise": noisy},
+            "sets": {**sets, NOISE: noisy},
             "histograms": hists,
             "noise": noise,
         }
