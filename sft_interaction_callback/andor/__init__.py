@@ -4,7 +4,7 @@ No Hugging Face import happens here. Tables over all subsets of ``n`` players ha
 dimension ``2**n`` and index ``s`` holds the subset of the set bits of ``s`` (DESIGN.md §3).
 """
 
-from .decomposition import SOLVERS, AndOrInteractions, fit_and_or
+from .decomposition import SOLVERS, fit_and_or
 from .metrics import (
     classify,
     generalizability,
@@ -13,6 +13,7 @@ from .metrics import (
     strength,
     uncancelled_ratio,
 )
+from .result import AndOrInteractions, Interaction
 from .transforms import (
     moebius,
     n_players_of,
@@ -27,6 +28,7 @@ from .transforms import (
 __all__ = [
     "SOLVERS",
     "AndOrInteractions",
+    "Interaction",
     "classify",
     "fit_and_or",
     "generalizability",

@@ -2,66 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
 
 from .operators import FoldedInteractionMap
+from .result import AndOrInteractions
 from .solvers import solve_default, solve_pdhg, solve_reference
-from .transforms import n_players_of, or_reconstruct, zeta
+from .transforms import n_players_of
 
 __all__ = ["AndOrInteractions", "fit_and_or", "SOLVERS"]
 
 SOLVERS = ("default", "pdhg", "reference")
-
-
-@dataclass
-class AndOrInteractions:
-    """AND and OR interactions of a batch of games, all tensors with last dim ``2**n``.
-
-    ``v`` is the game, ``p`` the learned AND/OR split and ``q`` the bounded noise;
-    ``i_and`` and ``i_or`` are folded: empty-set and single-player OR effects live in
-    ``i_and`` and ``i_or`` is zero for ``|S| <= 1``.
-    """
-
-    v: torch.Tensor
-    i_and: torch.Tensor
-    i_or: torch.Tensor
-    p: torch.Tensor
-    q: torch.Tensor
-    n_players: int
-
-    def reconstruct(self) -> torch.Tensor:
-        """The value of every mask rebuilt from the interactions; equals ``v + q``."""
-        return zeta(self.i_and) + or_reconstruct(self.i_or)
-
-    def objective(self) -> torch.Tensor:
-        """``sum_S |I_and(S)| + sum_S |I_or(S)|`` per probe."""
-        return self.i_and.abs().sum(-1) + self.i_or.abs().sum(-1)
-
-    def concatenated(self) -> torch.Tensor:
-        """AND then OR along the last dimension (``2 * 2**n``), for the joint metrics."""
-        return torch.cat((self.i_and, self.i_or), dim=-1)
-
-    def to(self, *args: Any, **kwargs: Any) -> AndOrInteractions:
-        moved = {
-            f.name: getattr(self, f.name).to(*args, **kwargs)
-            for f in fields(self)
-            if isinstance(getattr(self, f.name), torch.Tensor)
-        }
-        return AndOrInteractions(n_players=self.n_players, **moved)
-
-    def __getitem__(self, index: Any) -> AndOrInteractions:
-        """Select probes along the leading dimensions (``interactions[3]``)."""
-        return AndOrInteractions(
-            v=self.v[index],
-            i_and=self.i_and[index],
-            i_or=self.i_or[index],
-            p=self.p[index],
-            q=self.q[index],
-            n_players=self.n_players,
-        )
 
 
 def fit_and_or(
