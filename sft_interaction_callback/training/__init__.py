@@ -10,13 +10,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 _LAZY = {
-    "ConfigError": "sft_interaction_callback.training.config",
-    "DataConfig": "sft_interaction_callback.training.config",
-    "LoraSettings": "sft_interaction_callback.training.config",
-    "ModelConfig": "sft_interaction_callback.training.config",
-    "TrainConfig": "sft_interaction_callback.training.config",
-    "compose_paths": "sft_interaction_callback.training.config",
-    "load_config": "sft_interaction_callback.training.config",
+    "ConfigError": "sft_interaction_callback.training.schema",
+    "DataConfig": "sft_interaction_callback.training.schema",
+    "LoraSettings": "sft_interaction_callback.training.schema",
+    "ModelConfig": "sft_interaction_callback.training.schema",
+    "TrainConfig": "sft_interaction_callback.training.schema",
+    "compose_paths": "sft_interaction_callback.training.loader",
+    "load_config": "sft_interaction_callback.training.loader",
     "SFTData": "sft_interaction_callback.training.data",
     "build_probes": "sft_interaction_callback.training.data",
     "load_sft_data": "sft_interaction_callback.training.data",
@@ -42,20 +42,20 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from sft_interaction_callback.training.config import (
+    from sft_interaction_callback.training.data import SFTData, build_probes, load_sft_data
+    from sft_interaction_callback.training.loader import compose_paths, load_config
+    from sft_interaction_callback.training.run import RunResult, build_trainer, train
+    from sft_interaction_callback.training.schema import (
         ConfigError,
         DataConfig,
         LoraSettings,
         ModelConfig,
         TrainConfig,
-        compose_paths,
-        load_config,
     )
-    from sft_interaction_callback.training.data import SFTData, build_probes, load_sft_data
-    from sft_interaction_callback.training.run import RunResult, build_trainer, train
 
 
 def __getattr__(name: str) -> Any:
+    """Import on first use, so ``import sft_interaction_callback.training`` stays cheap."""
     if name in _LAZY:
         import importlib
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sft_interaction_callback.training.config import ConfigError, DataConfig
+from sft_interaction_callback.training.schema import ConfigError, DataConfig
 
 __all__ = [
     "SFTData",

@@ -212,3 +212,18 @@ def test_plan_and_yaml_roundtrip(tree, tmp_path):
     dumped.write_text(cfg.to_yaml())
     again = load_config([dumped])
     assert again.to_dict() == cfg.to_dict()
+
+
+def test_default_lora_targets_come_from_peft(tree):
+    """``target_modules: null`` means PEFT's own default for the family (its table first)."""
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT
+
+    exp = [tree / "experiments" / "exp.yaml"]
+    cfg = load_config(exp, ["lora.target_modules=null"])  # family llama
+    assert cfg.lora.target_modules == PEFT["llama"] == ["q_proj", "v_proj"]
+    gemma = load_config(exp, ["lora.target_modules=null", "model.family=gemma3"])
+    assert gemma.lora.target_modules == r".*language_model.*\.(q_proj|v_proj)"  # PEFT lacks it
+    assert not gemma.notes  # and it stays off the vision tower
+    with pytest.warns(UserWarning, match="not one this package knows"):
+        other = load_config(exp, ["lora.target_modules=null", "model.family=custom"])
+    assert other.lora.target_modules == ["q_proj", "k_proj", "v_proj", "o_proj"]
