@@ -6,7 +6,7 @@ default ``NoiseRiseStopper`` records when it would stop while training goes on t
 end, so one run yields every comparison. Evaluation runs at every probe step and on a
 regular grid (every ``--eval-every`` steps), where the stock
 ``EarlyStoppingCallback(patience=3)`` on ``eval_loss`` is replayed exactly
-(``tracking.compare.patience_stop``; a test checks the replay against the real callback).
+(``compare.patience_stop`` in this folder; a test checks the replay against the real callback).
 
     python scripts/experiments/study_a_demo.py                      # 5 seeds, ~30 min, 2 cores
     python scripts/experiments/study_a_demo.py --seeds 0 1 --jobs 2
@@ -34,17 +34,28 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # run from a checkout without installing
-    sys.path.insert(0, str(ROOT))
+HERE = Path(__file__).resolve().parent
+for _path in (ROOT, HERE):  # run from a checkout without installing; compare.py is here
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
-from sft_interaction_callback.tracking.compare import (  # noqa: E402
+from compare import (  # noqa: E402
     best_step,
+    interaction_summary,
     mean_sd,
     patience_stop,
     value_at,
 )
 
-CATEGORIES = ("removed", "preserved", "emerged")
+from sft_interaction_callback.keys import (  # noqa: E402
+    CATEGORIES,
+    NOISE_KEY,
+    REMOVED_FRACTION_KEY,
+    SECONDS_KEY,
+    category_key,
+)
+from sft_interaction_callback.tracking.shadow import ProbePoints  # noqa: E402
+
 METHODS = ("interaction_stop", "eval_loss_patience3", "eval_loss_patience3_best", "best", "end")
 METHOD_LABELS = {
     "interaction_stop": "interaction stop (ours)",
@@ -57,7 +68,7 @@ METHOD_LABELS = {
 
 # ---------------------------------------------------------------------- running
 def settings_for(tiny: bool, eval_every: int) -> Any:
-    from sft_interaction_callback.demo.run import FULL, QUICK
+    from sft_interaction_callback.demo.settings import FULL, QUICK
 
     base = QUICK if tiny else FULL
     return replace(base, eval_every=eval_every)
@@ -117,9 +128,9 @@ def analyse(summary: dict, metrics: list[dict], eval_every: int) -> dict:
         a = methods[m]["accuracy"]
         methods[m]["regret_vs_best"] = None if a is None else best_acc - a
 
-    rows = [r for r in metrics if not r.get("skipped")]
-    by = {int(r["step"]): r for r in rows}
-    frac = {s: r.get("interactions/removed/fraction") for s, r in by.items()}
+    points = ProbePoints(metrics)
+    rows, by = points.records, points.by_step
+    frac = {s: r.get(REMOVED_FRACTION_KEY) for s, r in by.items()}
     frac = {s: float(v) for s, v in frac.items() if v is not None}
     peak = max(frac.values()) if frac else None
     at_stop = value_at(frac, stop) if stop is not None else None
@@ -134,16 +145,16 @@ def analyse(summary: dict, metrics: list[dict], eval_every: int) -> dict:
         "step_reaching_90pct_of_peak": reach90,
         "denoising_stage_ended_at": summary["stop"].get("denoising_stage_ended_at"),
     }
-    last = max(by) if by else None
+    last = points.last
     stop_point = max((s for s in by if s <= used["interaction_stop"]), default=None)
+    at = interaction_summary(points, stop_point, last)
     if at_stop is None and stop is None:  # never fired: the run's stop is its end
         at_stop = value_at(frac, max_steps)
         removal["fraction_at_stop"] = at_stop
         removal["share_of_peak_before_stop"] = at_stop / peak if peak and at_stop else None
 
-    def cat(step: int | None, key: str) -> dict[str, float | None]:
-        r = by.get(step) if step is not None else None
-        return {c: (None if r is None else r.get(f"interactions/{c}/{key}")) for c in CATEGORIES}
+    def cat(when: str, key: str) -> dict[str, float | None]:
+        return {c: at["categories"][c][when][key] for c in CATEGORIES}
 
     planted = []
     for entry in summary.get("planted", []):
@@ -168,7 +179,7 @@ def analyse(summary: dict, metrics: list[dict], eval_every: int) -> dict:
             }
         )
     timing = summary.get("timing", {})
-    probe_s = sum(float(r.get("interactions/probe_seconds") or 0.0) for r in rows)
+    probe_s = sum(float(r.get(SECONDS_KEY) or 0.0) for r in rows)
     train_s = float(timing.get("finetune_seconds", math.nan))
     eval_s = float(timing.get("eval_seconds", 0.0))
     pure = train_s - probe_s - eval_s
@@ -181,13 +192,10 @@ def analyse(summary: dict, metrics: list[dict], eval_every: int) -> dict:
         "accuracy_step0": acc.get(0),
         "methods": methods,
         "removal": removal,
-        "rho": {"stop": cat(stop_point, "rho"), "end": cat(last, "rho")},
-        "mean_order": {"stop": cat(stop_point, "mean_order"), "end": cat(last, "mean_order")},
-        "count": {"stop": cat(stop_point, "count"), "end": cat(last, "count")},
-        "noise": {
-            "stop": by.get(stop_point, {}).get("interactions/noise"),
-            "end": by.get(last, {}).get("interactions/noise"),
-        },
+        "rho": {"stop": cat("stop", "rho"), "end": cat("end", "rho")},
+        "mean_order": {"stop": cat("stop", "mean_order"), "end": cat("end", "mean_order")},
+        "count": {"stop": cat("stop", "count"), "end": cat("end", "count")},
+        "noise": at["noise"],
         "planted": planted,
         "cost": {
             "probe_points": len(rows),
@@ -203,12 +211,13 @@ def analyse(summary: dict, metrics: list[dict], eval_every: int) -> dict:
             "eval_loss": {str(s): v for s, v in sorted(loss.items())},
             "removed_fraction": {str(s): v for s, v in sorted(frac.items())},
             "noise": {
-                str(s): r.get("interactions/noise")
+                str(s): r.get(NOISE_KEY)
                 for s, r in sorted(by.items())
-                if r.get("interactions/noise") is not None
+                if r.get(NOISE_KEY) is not None
             },
             "emerged_strength_norm": {
-                str(s): r.get("interactions/emerged/strength_norm") for s, r in sorted(by.items())
+                str(s): r.get(category_key("emerged", "strength_norm"))
+                for s, r in sorted(by.items())
             },
         },
     }

@@ -9,7 +9,7 @@ of the training subset, long enough to overfit), evaluated on a fixed dev subset
 ``eval_steps`` steps, with ``InteractionCallback`` at its default (dense early, sparse
 later) schedule and a reference model for gamma.
 
-The default ``NoiseRiseStopper`` runs in shadow mode (``demo.run.ShadowStopper``): it
+The default ``NoiseRiseStopper`` runs in shadow mode (``tracking.shadow.ShadowStopper``): it
 records where it WOULD stop while training goes on to the end, so each run yields every
 comparison: (i) the interaction stop, (ii) the best step in hindsight on dev accuracy,
 (iii) ``EarlyStoppingCallback(patience=3)`` on ``eval_loss`` replayed on the eval grid,
@@ -42,8 +42,28 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # compare.py sits next to this script
+    sys.path.insert(0, str(HERE))
+
+from compare import (  # noqa: E402
+    best_step,
+    interaction_summary,
+    mean_sd,
+    patience_stop,
+    value_at,
+)
+
+from sft_interaction_callback.keys import (  # noqa: E402
+    CATEGORIES,
+    NOISE_KEY,
+    REMOVED_FRACTION_KEY,
+    SECONDS_KEY,
+    category_key,
+)
+from sft_interaction_callback.tracking.shadow import ProbePoints  # noqa: E402
+
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "goemotions"
-CATEGORIES = ("removed", "preserved", "emerged")
 CONFIGS = [(0.0, "lora"), (0.0, "full"), (0.2, "lora"), (0.2, "full")]
 
 
@@ -320,7 +340,7 @@ def one_run(
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     from sft_interaction_callback import InteractionCallback, InteractionConfig
-    from sft_interaction_callback.demo.run import ShadowStopper
+    from sft_interaction_callback.tracking.shadow import ShadowStopper, write_shadow_stop
 
     name = f"noise{int(round(100 * noise)):02d}-{method}-seed{seed}"
     run_dir = work / s.name / name
@@ -387,9 +407,7 @@ def one_run(
     wall = time.perf_counter() - t0
     snap_dir = run_dir / callback.config.output_subdir
     if shadow.stop_step is not None:
-        from sft_interaction_callback.demo.run import _write_shadow_stop
-
-        _write_shadow_stop(snap_dir, shadow)
+        write_shadow_stop(snap_dir, shadow)
     rec = summarise_run(run_dir, snap_dir, trainer.state.log_history, shadow, s)
     rec.update(
         {
@@ -428,9 +446,8 @@ def one_run(
 def summarise_run(
     run_dir: Path, snap_dir: Path, history: list[dict], shadow: Any, s: Settings
 ) -> dict[str, Any]:
+    """One run's record: the four stops compared, interactions at stop and end, curves, cost."""
     from sft_interaction_callback.reporting.run_data import load_run
-    from sft_interaction_callback.snapshots import read_jsonl
-    from sft_interaction_callback.tracking.compare import best_step, patience_stop, value_at
 
     def series(key: str) -> dict[int, float]:
         return {int(h["step"]): float(h[key]) for h in history if h.get(key) is not None}
@@ -438,10 +455,8 @@ def summarise_run(
     acc, loss = series("eval_accuracy"), series("eval_loss")
     grid_acc = {k: v for k, v in acc.items() if k > 0}  # regular evals (no eval_on_start)
     grid_loss = {k: v for k, v in loss.items() if k > 0}
-    records = [r for r in read_jsonl(snap_dir / "metrics.jsonl") if not r.get("skipped")]
-    by_step = {int(r["step"]): r for r in records}
-    steps = sorted(by_step)
-    last = steps[-1] if steps else None
+    points = ProbePoints.read(snap_dir)
+    records, steps, last = points.records, points.steps, points.last
     stop = shadow.stop_step
     best = best_step(grid_acc)
     pat = patience_stop(grid_loss, patience=3)
@@ -459,37 +474,20 @@ def summarise_run(
             "eval_loss": value_at(loss, step),
         }
 
-    def metric(step: int | None, key: str) -> float | None:
-        if step is None or step not in by_step:
-            return None
-        x = by_step[step].get(key)
-        return None if x is None else float(x)
-
-    removed_stop = metric(stop, "interactions/removed/strength")
-    removed_end = metric(last, "interactions/removed/strength")
-    share = removed_stop / removed_end if removed_stop is not None and removed_end else None
-    cats: dict[str, Any] = {}
-    for c in CATEGORIES:
-        cats[c] = {
-            at: {
-                m: metric(st, f"interactions/{c}/{m}")
-                for m in ("count", "strength_norm", "rho", "gamma", "mean_order")
-            }
-            for at, st in (("stop", stop), ("end", last))
-        }
+    at_stop = interaction_summary(points, stop, last)
     run = load_run(run_dir)
     hists = {}
     for at, st in (("step0", 0), ("stop", stop), ("end", last)):
         h = run.order_histograms(st) if st is not None else None
         hists[at] = h
-    seconds = [float(r.get("interactions/probe_seconds") or 0.0) for r in records]
+    seconds = [float(r.get(SECONDS_KEY) or 0.0) for r in records]
     evals = [float(h["eval_runtime"]) for h in history if "eval_runtime" in h]
     curves = {
-        key.split("/", 1)[1]: [metric(st, key) for st in steps]
+        key.split("/", 1)[1]: [points.metric(st, key) for st in steps]
         for key in (
-            "interactions/noise",
-            "interactions/removed/fraction",
-            *(f"interactions/{c}/{m}" for c in CATEGORIES for m in ("count", "strength_norm")),
+            NOISE_KEY,
+            REMOVED_FRACTION_KEY,
+            *(category_key(c, m) for c in CATEGORIES for m in ("count", "strength_norm")),
         )
     }
     return {
@@ -508,18 +506,9 @@ def summarise_run(
             "probe_steps": steps,
             **curves,
         },
-        "removal": {
-            "share_before_stop": share,
-            "removed_strength_at_stop": removed_stop,
-            "removed_strength_at_end": removed_end,
-            "removed_fraction_at_stop": metric(stop, "interactions/removed/fraction"),
-            "removed_fraction_at_end": metric(last, "interactions/removed/fraction"),
-        },
-        "noise_signal": {  # the interaction noise signal (the label noise is "noise")
-            "stop": metric(stop, "interactions/noise"),
-            "end": metric(last, "interactions/noise"),
-        },
-        "categories": cats,
+        "removal": at_stop["removal"],
+        "noise_signal": at_stop["noise"],  # the interaction noise signal (label noise: "noise")
+        "categories": at_stop["categories"],
         "order_histograms": hists,
         "timing": {
             "probe_points": len(records),
@@ -538,8 +527,6 @@ def fmt(x: float | None, spec: str = ".3f") -> str:
 
 
 def _ms(values: list[float | None], spec: str = ".3f", pct: bool = False) -> str:
-    from sft_interaction_callback.tracking.compare import mean_sd
-
     m, sd, n = mean_sd(values)
     if n == 0:
         return "n/a"

@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from sft_interaction_callback.tracking.compare import best_step, patience_stop
-
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / "shared" / "data" / "goemotions"
 
@@ -86,8 +84,8 @@ def test_tiny_study(_script, tmp_path):
         assert 0 in acc  # eval_on_start, kept out of the replays below
         grid_loss = {s: v for s, v in loss.items() if s > 0}
         grid_acc = {s: v for s, v in acc.items() if s > 0}
-        assert patience_stop(grid_loss, patience=3) == stops["patience"]["step"]
-        assert best_step(grid_acc) == stops["best"]["step"]
+        assert study.patience_stop(grid_loss, patience=3) == stops["patience"]["step"]
+        assert study.best_step(grid_acc) == stops["best"]["step"]
         assert stops["best"]["accuracy"] == max(grid_acc.values())
 
         assert curves["probe_steps"][0] == 0 and curves["probe_steps"][-1] == max_steps

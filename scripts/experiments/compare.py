@@ -4,14 +4,26 @@ A run that trains to the end while a stopping rule only *records* when it would 
 fired (shadow mode) holds everything needed to compare stops: up to a stop step the run
 is identical to one that really stopped there. These helpers replay the stock
 ``transformers.EarlyStoppingCallback`` on an evaluation curve and pick the best step in
-hindsight, so the studies can compare the interaction stop with both on the same run.
+hindsight, so the studies can compare the interaction stop with both on the same run;
+:func:`interaction_summary` is the one summary of the interactions at a stop and at the
+end that both studies report.
+
+Only the experiment scripts use this module (it is not part of the package); they and
+their tests load it from this folder.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from sft_interaction_callback.keys import CATEGORIES, NOISE_KEY, REMOVED_FRACTION_KEY, category_key
+from sft_interaction_callback.tracking.shadow import ProbePoints
+
+#: Per-category metrics that the studies report at the stop and at the end.
+SUMMARY_METRICS = ("count", "strength_norm", "rho", "gamma", "mean_order")
 
 
 def patience_stop(
@@ -81,3 +93,38 @@ def mean_sd(values: Iterable[float | None]) -> tuple[float, float, int]:
         return math.nan, math.nan, 0
     sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
     return statistics.fmean(xs), sd, len(xs)
+
+
+def interaction_summary(
+    points: ProbePoints,
+    stop: int | None,
+    end: int | None,
+    metrics: Sequence[str] = SUMMARY_METRICS,
+) -> dict[str, Any]:
+    """The interactions at probe step ``stop`` and at ``end``: removal, categories, noise.
+
+    ``removal`` compares the removed strength at the stop with the last probe point's
+    (``share_before_stop``: how much of the final removal the stop had already seen);
+    ``categories[c][at][m]`` is metric ``m`` of category ``c`` at ``at`` (``stop`` /
+    ``end``); ``noise`` is the interaction noise signal. A step that is not a probe point
+    gives None.
+    """
+    removed_stop, removed_end, share = points.removal(stop)
+    at = (("stop", stop), ("end", end))
+    return {
+        "removal": {
+            "share_before_stop": share,
+            "removed_strength_at_stop": removed_stop,
+            "removed_strength_at_end": removed_end,
+            "removed_fraction_at_stop": points.metric(stop, REMOVED_FRACTION_KEY),
+            "removed_fraction_at_end": points.metric(end, REMOVED_FRACTION_KEY),
+        },
+        "categories": {
+            c: {
+                when: {m: points.metric(step, category_key(c, m)) for m in metrics}
+                for when, step in at
+            }
+            for c in CATEGORIES
+        },
+        "noise": {when: points.metric(step, NOISE_KEY) for when, step in at},
+    }

@@ -1,0 +1,72 @@
+"""The demo's sizes: :class:`DemoSettings` with the :data:`FULL` and :data:`QUICK` presets.
+
+Kept apart from the run so the studies and the CLI can pick settings without importing
+the training code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+__all__ = ["FULL", "QUICK", "DemoResult", "DemoSettings"]
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """Everything that sizes the demo; :data:`FULL` and :data:`QUICK` are the presets."""
+
+    name: str = "full"
+    # data
+    train_size: int = 300
+    eval_size: int = 400
+    label_noise: float = 0.15
+    pretrain_label_noise: float = 0.05
+    # model and stage 1
+    hidden: int = 64
+    layers: int = 2
+    heads: int = 4
+    mlp: int = 128
+    pretrain_steps: int = 600
+    pretrain_batch: int = 64
+    pretrain_lr: float = 3e-3
+    pretrain_label_weight: float = 5.0  # the label token's loss weight vs each prompt word's
+    # stage 2 (LoRA)
+    max_steps: int = 1200
+    batch_size: int = 16
+    lr: float = 2e-3
+    lora_r: int = 32
+    lora_alpha: int = 64
+    warmup: float = 0.05  # share of max_steps (TrainingArguments.warmup_steps < 1)
+    # probing
+    num_probes: int = 8
+    n_players: int = 8
+    probe_length: int = 11
+    schedule: Any = None  # InteractionConfig's default: dense early, sparse later
+    # evaluation: always at probe steps; also every ``eval_every`` steps when set (a regular
+    # grid on which the stock eval-loss early stop can be replayed)
+    eval_every: int | None = None
+
+
+FULL = DemoSettings()
+QUICK = replace(
+    FULL,
+    name="quick",
+    train_size=200,
+    eval_size=200,
+    pretrain_steps=150,
+    max_steps=60,
+    num_probes=2,
+    n_players=6,
+    schedule=20,
+)
+
+
+@dataclass
+class DemoResult:
+    """What :func:`~.run.run_demo` returns: the run folder, ``summary.json`` and its text."""
+
+    run_dir: Path
+    summary: dict[str, Any]
+    text: str
