@@ -123,18 +123,20 @@ def render_row(
 ) -> tuple[str, str, list[Span]]:
     """``(prompt, target, user_regions)`` for one row; regions are where players may go."""
     if "messages" in row or "conversations" in row:
-        messages = _messages(row.get("messages", row.get("conversations")))
+        messages = chat_messages(row.get("messages", row.get("conversations")))
         if not messages or messages[-1]["role"] != "assistant":
             raise ValueError("a chat row must end with an assistant turn (the target)")
         return _chat_result(messages, tokenizer)
     if "prompt" in row and "completion" in row:
         prompt, completion = row["prompt"], row["completion"]
-        target = completion if isinstance(completion, str) else _messages(completion)[-1]["content"]
+        target = (
+            completion if isinstance(completion, str) else chat_messages(completion)[-1]["content"]
+        )
         if isinstance(prompt, str):
             if as_chat:
                 return _single_turn(prompt, target, tokenizer)
             return prompt, target, [(0, len(prompt))]
-        text, regions = _render_chat(_messages(prompt), tokenizer)
+        text, regions = _render_chat(chat_messages(prompt), tokenizer)
         return text, target, regions
     if "instruction" in row and ("response" in row or "output" in row):
         instruction = str(row["instruction"])
@@ -200,14 +202,23 @@ def _parse(template: str) -> list[tuple[str, str | None, str | None, str | None]
     ]
 
 
-def _messages(value: Any) -> list[dict[str, str]]:
-    """Normalise ShareGPT-style ``from``/``value`` turns to ``role``/``content``."""
+def chat_messages(value: Any) -> list[dict[str, str]]:
+    """Turns as ``role``/``content`` strings, whatever the data set calls them.
+
+    ShareGPT's ``from``/``value`` (``human``/``gpt``) become ``role``/``content``
+    (``user``/``assistant``); a missing or null content is the empty string, never the
+    text ``"None"`` (which would put a word in the prompt that the row does not have).
+    Shared by the probes (here) and the SFT data (``training.data``), so a row renders
+    the same way in both.
+    """
     roles = {"human": "user", "gpt": "assistant"}
     out = []
     for m in value or []:
         role = m.get("role", m.get("from"))
         content = m.get("content", m.get("value"))
-        out.append({"role": roles.get(role, role), "content": str(content)})
+        out.append(
+            {"role": roles.get(role, role), "content": "" if content is None else str(content)}
+        )
     return out
 
 

@@ -18,7 +18,7 @@ _LAZY = {
     "compose_paths": "sft_interaction_callback.training.loader",
     "load_config": "sft_interaction_callback.training.loader",
     "SFTData": "sft_interaction_callback.training.data",
-    "build_probes": "sft_interaction_callback.training.data",
+    "build_probes": "sft_interaction_callback.training.probes",
     "load_sft_data": "sft_interaction_callback.training.data",
     "RunResult": "sft_interaction_callback.training.run",
     "build_trainer": "sft_interaction_callback.training.run",
@@ -42,8 +42,9 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from sft_interaction_callback.training.data import SFTData, build_probes, load_sft_data
+    from sft_interaction_callback.training.data import SFTData, load_sft_data
     from sft_interaction_callback.training.loader import compose_paths, load_config
+    from sft_interaction_callback.training.probes import build_probes
     from sft_interaction_callback.training.run import RunResult, build_trainer, train
     from sft_interaction_callback.training.schema import (
         ConfigError,

@@ -25,12 +25,13 @@ from __future__ import annotations
 import csv
 import json
 import random
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sft_interaction_callback.probing.datasets import chat_messages
+from sft_interaction_callback.training.probes import build_probes
 from sft_interaction_callback.training.schema import ConfigError, DataConfig
 
 __all__ = [
@@ -371,7 +372,7 @@ def _example(
     conversational: bool,
 ) -> dict[str, Any]:
     if fmt == "messages":
-        msgs = _messages(row.get("messages", row.get("conversations")))
+        msgs = chat_messages(row.get("messages", row.get("conversations")))
         if not msgs or msgs[-1]["role"] != "assistant":
             raise ValueError("a chat row must end with an assistant turn (the response)")
         if not conversational:
@@ -386,9 +387,9 @@ def _example(
     if fmt == "prompt_completion":
         prompt, completion = row["prompt"], row["completion"]
         if not isinstance(completion, str):
-            completion = _messages(completion)[-1]["content"]
+            completion = chat_messages(completion)[-1]["content"]
         if not isinstance(prompt, str):
-            msgs = _messages(prompt)
+            msgs = chat_messages(prompt)
             if not conversational:
                 raise ValueError("message-list prompts need a chat template (model.chat_template)")
             if cfg.system_prompt and msgs[0]["role"] != "system":
@@ -440,90 +441,3 @@ def _wrap(
     if cfg.system_prompt:
         text = f"{cfg.system_prompt}\n\n{text}"
     return {"prompt": text, "completion": response, "focus": focus}
-
-
-def _messages(value: Any) -> list[dict[str, str]]:
-    """Turns as ``role``/``content`` (ShareGPT ``from``/``value`` are renamed)."""
-    roles = {"human": "user", "gpt": "assistant"}
-    out = []
-    for m in value or []:
-        role = m.get("role", m.get("from"))
-        content = m.get("content", m.get("value"))
-        out.append(
-            {"role": roles.get(role, role), "content": "" if content is None else str(content)}
-        )
-    return out
-
-
-# ---------------------------------------------------------------------- probes
-def build_probes(
-    examples: Sequence[Mapping[str, Any]],
-    tokenizer: Any,
-    *,
-    n_players: int,
-    num_probes: int,
-    seed: int = 0,
-    strategy: str = "spread",
-    id_prefix: str = "eval-",
-    max_scan: int = 5000,
-) -> list[Any]:
-    """``num_probes`` probes from ``examples``, rendered exactly as TRL renders the prompt.
-
-    Rows are visited in a seeded order; a row is used when its own text (the example's
-    ``focus``) has at least ``n_players`` eligible words, so every probe has the same
-    number of players. Players are never template or instruction words.
-    """
-    from sft_interaction_callback.probing import Probe, eligible_words, render_row, select_players
-
-    order = list(range(len(examples)))
-    random.Random(seed).shuffle(order)
-    probes: list[Probe] = []
-    for idx in order[:max_scan]:
-        ex = examples[idx]
-        prompt, target, regions = render_row(
-            {"prompt": ex["prompt"], "completion": ex["completion"]}, tokenizer=tokenizer
-        )
-        if not target.strip():
-            continue
-        spans = _locate(prompt, ex.get("focus") or [], regions) or regions
-        if len(eligible_words(prompt, tokenizer=tokenizer, regions=spans)) < n_players:
-            continue
-        players = select_players(
-            prompt,
-            n_players,
-            tokenizer=tokenizer,
-            strategy=strategy,
-            seed=seed + idx,
-            regions=spans,
-        )
-        probes.append(Probe(prompt, target, players, id=f"{id_prefix}{idx}"))
-        if len(probes) == num_probes:
-            break
-    scanned = min(len(order), max_scan)
-    if not probes:
-        raise ValueError(
-            f"none of the {scanned} rows scanned has {n_players} eligible words (not stop "
-            "words) in its own text; lower interactions.n_players or use longer rows"
-        )
-    if len(probes) < num_probes:
-        warnings.warn(
-            f"only {len(probes)} of {scanned} rows have {n_players} eligible words; tracking "
-            f"{len(probes)} probes instead of {num_probes}",
-            stacklevel=2,
-        )
-    return probes
-
-
-def _locate(prompt: str, focus: Sequence[str], regions: Sequence[tuple[int, int]]) -> list:
-    """Character spans of the ``focus`` texts inside the user regions of ``prompt``."""
-    spans = []
-    for text in focus:
-        text = text.strip()
-        if not text:
-            continue
-        for a, b in regions:
-            pos = prompt.find(text, a)
-            if 0 <= pos and pos + len(text) <= b:
-                spans.append((pos, pos + len(text)))
-                break
-    return spans

@@ -14,13 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sft_interaction_callback.training.data import (
-    SFTData,
-    build_probes,
-    load_sft_data,
-    use_chat_template,
-)
+from sft_interaction_callback.training.data import SFTData, load_sft_data, use_chat_template
 from sft_interaction_callback.training.lora_targets import target_matches
+from sft_interaction_callback.training.probes import build_probes
 from sft_interaction_callback.training.schema import (
     ConfigError,
     LoraSettings,

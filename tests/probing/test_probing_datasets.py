@@ -201,3 +201,15 @@ def test_template_that_trims_content(chat_tokenizer):
     }
     (p,) = probes_from_dataset([row], tokenizer=chat_tokenizer, n_players=3, num_probes=1)
     assert p.words == ["paint", "stones", "blue"]  # found despite the trim
+
+
+def test_chat_messages_rename_sharegpt_and_never_write_none():
+    """One normaliser for probes and SFT data: null content is empty, not the word None."""
+    from sft_interaction_callback.probing.datasets import chat_messages
+
+    turns = [{"from": "human", "value": "Hi there"}, {"role": "assistant", "content": None}]
+    assert chat_messages(turns) == [
+        {"role": "user", "content": "Hi there"},
+        {"role": "assistant", "content": ""},
+    ]
+    assert chat_messages(None) == []
