@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from sft_interaction_callback.probing._model import KV, ModelAdapter, eval_mode
-from sft_interaction_callback.probing.baselines import Baseline, resolve_baseline
+from sft_interaction_callback.probing.baseline_vectors import Baseline, resolve_baseline
 from sft_interaction_callback.probing.encoding import encode_probe, encode_prompt
 from sft_interaction_callback.probing.probes import Probe
 
