@@ -74,6 +74,7 @@ def forward_flops_per_token(m: Transformer, context: float) -> float:
 
 
 def head_flops_per_position(m: Transformer) -> float:
+    """FLOPs of the output head at one position (2 x d_model x vocab)."""
     return 2.0 * m.d_model * m.vocab
 
 
@@ -151,6 +152,7 @@ def variants(a: Assumptions) -> dict[str, dict]:
 
 
 def table(p: dict, bench: dict, others: dict[str, dict] | None = None) -> str:
+    """The cost table of docs/RESULTS.md: projected seconds per probe point and overhead."""
     a = p["assumptions"]
     lines = [
         f"**Projection (arithmetic, not measured)** for {p['model']['name']} LoRA SFT on "
@@ -222,6 +224,7 @@ def run_bench(script: str, args: list[str], path: Path) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Measure, project and write the cost tables."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=str(ROOT / "docs" / "results" / "cost"))
     ap.add_argument("--bench", action="store_true", help="also run the two bench scripts")

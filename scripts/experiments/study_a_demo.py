@@ -49,6 +49,7 @@ from compare import (  # noqa: E402
 
 from sft_interaction_callback.keys import (  # noqa: E402
     CATEGORIES,
+    EMERGED,
     NOISE_KEY,
     REMOVED_FRACTION_KEY,
     SECONDS_KEY,
@@ -68,6 +69,7 @@ METHOD_LABELS = {
 
 # ---------------------------------------------------------------------- running
 def settings_for(tiny: bool, eval_every: int) -> Any:
+    """The demo's FULL (or QUICK with ``tiny``) settings, evaluated every ``eval_every`` steps."""
     from sft_interaction_callback.demo.settings import FULL, QUICK
 
     base = QUICK if tiny else FULL
@@ -216,8 +218,7 @@ def analyse(summary: dict, metrics: list[dict], eval_every: int) -> dict:
                 if r.get(NOISE_KEY) is not None
             },
             "emerged_strength_norm": {
-                str(s): r.get(category_key("emerged", "strength_norm"))
-                for s, r in sorted(by.items())
+                str(s): r.get(category_key(EMERGED, "strength_norm")) for s, r in sorted(by.items())
             },
         },
     }
@@ -329,6 +330,7 @@ def _num(x: float | None) -> str:
 
 # ---------------------------------------------------------------------- output
 def write_csv(records: list[dict], path: Path) -> None:
+    """runs.csv: one row per seed, steps and accuracy per stopping method."""
     fields = ["seed", "accuracy_step0"]
     for m in METHODS:
         fields += [f"{m}_steps", f"{m}_model_step", f"{m}_accuracy"]
@@ -388,6 +390,7 @@ def plot(records: list[dict], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the seeds (or redo tables and plots with ``--replot``); write the outputs."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--out", default=str(ROOT / "docs" / "results" / "study_a"))

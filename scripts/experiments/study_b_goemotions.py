@@ -118,6 +118,7 @@ TINY = replace(
 
 # ---------------------------------------------------------------------- data
 def read_labels(data_dir: Path) -> list[str]:
+    """The 7 Ekman label names, in id order."""
     return [x.strip() for x in (data_dir / "ekman" / "labels.txt").read_text().splitlines() if x]
 
 
@@ -149,7 +150,9 @@ def inject_noise(labels: list[int], share: float, num_labels: int, seed: int) ->
 class Encoded:
     """Tokenised rows as a map-style dataset for the Trainer."""
 
-    def __init__(self, tokenizer: Any, texts: list[str], labels: list[int], max_length: int):
+    def __init__(
+        self, tokenizer: Any, texts: list[str], labels: list[int], max_length: int
+    ) -> None:
         enc = tokenizer(texts, truncation=True, max_length=max_length)
         self.rows = [
             {"input_ids": ids, "attention_mask": am, "labels": y}
@@ -164,6 +167,7 @@ class Encoded:
 
 
 def make_splits(data_dir: Path, s: Settings, tokenizer: Any) -> dict[str, Any]:
+    """Seeded, disjoint subsets: run training rows, reference rows, dev eval rows, probes."""
     from sft_interaction_callback.probing import eligible_words
 
     train, train_total = read_single_label(data_dir / "ekman" / "train.tsv")
@@ -220,6 +224,7 @@ def make_splits(data_dir: Path, s: Settings, tokenizer: Any) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------- models
 def new_model(model_dir: str, label_names: list[str], seed: int) -> Any:
+    """MiniLM with a fresh classification head, initialised by ``seed``."""
     import torch
     from transformers import AutoModelForSequenceClassification
 
@@ -233,13 +238,17 @@ def new_model(model_dir: str, label_names: list[str], seed: int) -> Any:
 
 
 def compute_metrics(pred: Any) -> dict[str, float]:
+    """Dev accuracy for the Trainer (argmax of the logits)."""
     import numpy as np
 
     logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
     return {"accuracy": float((np.asarray(logits).argmax(-1) == pred.label_ids).mean())}
 
 
-def training_args(out_dir: Path, s: Settings, *, steps: int, lr: float, seed: int, evals: bool):
+def training_args(
+    out_dir: Path, s: Settings, *, steps: int, lr: float, seed: int, evals: bool
+) -> Any:
+    """``TrainingArguments`` shared by the runs and the reference model (CPU, no saving)."""
     from transformers import TrainingArguments
 
     return TrainingArguments(
@@ -336,6 +345,7 @@ def one_run(
     work: Path,
     log: Any,
 ) -> dict[str, Any]:
+    """One (noise, method, seed) run with the shadow stop; returns its summarised record."""
     from transformers import DataCollatorWithPadding, Trainer
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -523,6 +533,7 @@ def summarise_run(
 
 # ---------------------------------------------------------------------- outputs
 def fmt(x: float | None, spec: str = ".3f") -> str:
+    """A number for the log and the tables; ``n/a`` for None or NaN."""
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
 
 
@@ -539,6 +550,7 @@ def _ms(values: list[float | None], spec: str = ".3f", pct: bool = False) -> str
 
 
 def table_md(runs: list[dict], meta: dict) -> str:
+    """The Markdown tables of docs/RESULTS.md (stops, interactions, order histograms, cost)."""
     groups: dict[tuple[float, str], list[dict]] = {}
     for r in runs:
         groups.setdefault((r["noise"], r["method"]), []).append(r)
@@ -560,7 +572,7 @@ def table_md(runs: list[dict], meta: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
-    def get(rs, *path):
+    def get(rs: list[dict], *path: str) -> list[Any]:
         out = []
         for r in rs:
             x: Any = r
@@ -640,7 +652,7 @@ def table_md(runs: list[dict], meta: dict) -> str:
                 )
     lines += [
         "",
-        "**Cost** (1 CPU thread; probe seconds = sum of `interactions/probe_seconds` over the "
+        f"**Cost** (1 CPU thread; probe seconds = sum of `{SECONDS_KEY}` over the "
         "probe points, excluding the one-off reference extraction; overhead = probe time / "
         "(training wall time − probe time), evaluations included in the training time)",
         "",
@@ -698,6 +710,7 @@ CSV_FIELDS = [
 
 
 def write_csv(path: Path, runs: list[dict]) -> None:
+    """runs.csv: one row per run, the columns of :data:`CSV_FIELDS`."""
     with open(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow([f for f, _ in CSV_FIELDS])
@@ -712,6 +725,7 @@ def write_csv(path: Path, runs: list[dict]) -> None:
 
 
 def plot_run(path: Path, r: dict, n_players: int) -> None:
+    """One run: accuracy and loss with the stops, the categories and noise, order histograms."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -778,6 +792,7 @@ def plot_run(path: Path, r: dict, n_players: int) -> None:
 
 # ---------------------------------------------------------------------- main
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line (see the module docstring)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=str(ROOT / "docs" / "results" / "study_b"))
     p.add_argument("--tiny", action="store_true", help="a setting that finishes in < 1 minute")
@@ -807,6 +822,7 @@ def _run_job(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the study; 0 also when the data or the model package is missing (``skipped:``)."""
     args = parse_args(argv)
     data_dir = Path(args.data_dir)
     if (

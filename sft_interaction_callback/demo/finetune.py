@@ -97,6 +97,7 @@ def build_finetune(
     model = get_peft_model(model, lora)
 
     def enc(examples: list[Any]) -> Rows:
+        """Encoded rows: prompt tokens masked out of the loss, the label token kept."""
         return Rows([encode_example(tokenizer, e.prompt, e.target) for e in examples])
 
     schedule = ProbeSchedule(settings.schedule, max_steps=settings.max_steps)
@@ -184,7 +185,7 @@ def _eval_callback(schedule: Any, every: int | None = None) -> Any:
     from transformers import TrainerCallback
 
     class EvaluateAtProbeSteps(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             step = int(state.global_step)
             if schedule.should_probe(step) or (every and step % every == 0):
                 control.should_evaluate = True
@@ -203,7 +204,9 @@ def _progress_callback(log: Callable[[str], None]) -> Any:
             self.rows: dict[int, dict[str, float]] = {}
             self.loss: float | None = None
 
-        def on_log(self, args, state, control, logs=None, **kwargs):
+        def on_log(
+            self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any
+        ) -> None:
             logs = logs or {}
             if "loss" in logs:
                 self.loss = float(logs["loss"])

@@ -55,10 +55,11 @@ def build_tokenizer() -> Any:
 class ModelSize:
     """Sizes of the tiny Llama (hidden, layers, heads, MLP width)."""
 
-    def __init__(self, hidden: int = 96, layers: int = 2, heads: int = 4, mlp: int = 192):
+    def __init__(self, hidden: int = 96, layers: int = 2, heads: int = 4, mlp: int = 192) -> None:
         self.hidden, self.layers, self.heads, self.mlp = hidden, layers, heads, mlp
 
     def as_dict(self) -> dict[str, int]:
+        """The sizes as a plain dict (saved in summaries)."""
         return {"hidden": self.hidden, "layers": self.layers, "heads": self.heads, "mlp": self.mlp}
 
 

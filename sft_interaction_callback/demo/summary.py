@@ -18,7 +18,9 @@ from sft_interaction_callback.demo.settings import DemoSettings
 from sft_interaction_callback.keys import (
     EMERGED,
     NOISE_KEY,
+    PRESERVED,
     REMOVED_FRACTION_KEY,
+    SALIENT,
     category_key,
 )
 from sft_interaction_callback.tracking.shadow import ProbePoints, ShadowStopper
@@ -158,11 +160,11 @@ def _planted(snap_dir: Path, probes: list[Any], at: Mapping[str, int | None]) ->
                 table = _abs_table(t, p)
                 rank = int((table > abs(float(inter))).sum()) + 1
                 category = None
-                for c in ("preserved", "emerged"):
+                for c in (PRESERVED, EMERGED):
                     if c in t and bool(t[c][p, idx]):
                         category = c
-                if name == "step0" and "preserved" in t:
-                    category = "salient" if bool(t["preserved"][p, idx]) else None
+                if name == "step0" and PRESERVED in t:
+                    category = SALIENT if bool(t[PRESERVED][p, idx]) else None
                 row[name] = {"value": float(inter), "rank": rank, "category": category}
             entry["probes"].append(row)
         for name in tables:

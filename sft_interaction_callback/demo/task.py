@@ -23,6 +23,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
     "AND_PAIR",
@@ -90,22 +91,27 @@ class Example:
 
     @property
     def prompt(self) -> str:
+        """The sentence with the question suffix: what the model reads."""
         return render_prompt(self.words)
 
     @property
     def target(self) -> str:
+        """The label word with its leading space: what the model must say."""
         return " " + self.label
 
     @property
     def noisy(self) -> bool:
+        """Whether the data set's label disagrees with the true rule (flipped or spurious)."""
         return self.label != self.true
 
 
 def render_prompt(words: Sequence[str]) -> str:
+    """The prompt for ``words``; one function so data, probes and eval render alike."""
     return " ".join(words) + " " + PROMPT_SUFFIX
 
 
 def true_label(words: Sequence[str]) -> str:
+    """``yes`` when the planted AND pair or either OR word is present, else ``no``."""
     w = set(words)
     yes = (AND_PAIR[0] in w and AND_PAIR[1] in w) or OR_PAIR[0] in w or OR_PAIR[1] in w
     return "yes" if yes else "no"
@@ -164,7 +170,7 @@ def make_split(
     *,
     spurious: bool = False,
     flip_p: float = 0.0,
-    **sentence_kw,
+    **sentence_kw: Any,
 ) -> list[Example]:
     """``size`` examples. ``spurious``: the trigger sentences follow the spurious rule
     (the pretraining corpus); ``flip_p``: share of labels flipped at random."""

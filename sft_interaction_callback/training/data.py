@@ -61,9 +61,11 @@ class SFTData:
         return _to_dataset(self.train_examples)
 
     def eval_dataset(self) -> Any:
+        """The eval rows as a ``datasets.Dataset``, or None when the run has none."""
         return _to_dataset(self.eval_examples) if self.eval_examples else None
 
     def describe(self) -> str:
+        """One line for the run's log: row counts, format and prompt kind."""
         kind = "conversational" if self.conversational else "plain-text"
         return (
             f"{len(self.train_examples)} train / {len(self.eval_examples)} eval rows, "

@@ -417,6 +417,12 @@ def _validate_interactions(ic: Any, origins, data: DataConfig) -> dict[str, Any]
 def validate(
     raw: dict[str, Any], origins: dict[str, str], sources: list[str], check_paths: bool
 ) -> TrainConfig:
+    """The merged ``raw`` config as a :class:`TrainConfig`; a :class:`ConfigError` if unusable.
+
+    ``origins`` maps each dotted key to the file that set it (for the messages),
+    ``sources`` lists the files merged, ``check_paths`` also checks local files exist.
+    Notes (not errors, e.g. LoRA reaching a vision tower) are warned and kept.
+    """
     for k in raw:
         if k not in TOP_LEVEL:
             raise ConfigError(
