@@ -8,15 +8,25 @@ exist?) use the family table of :mod:`.lora_targets`, so nothing is downloaded.
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import warnings
-from collections.abc import Mapping, Sequence
-from dataclasses import MISSING, fields
+from collections.abc import Mapping
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from sft_interaction_callback.training.checks import (
+    check_bool,
+    check_str,
+    check_unresolved,
+    did_you_mean,
+    is_int,
+    is_num,
+    section,
+    type_error,
+    where,
+)
 from sft_interaction_callback.training.lora_targets import (
     FAMILY_MODULES,
     default_target_modules,
@@ -33,131 +43,27 @@ from sft_interaction_callback.training.schema import (
     LoraSettings,
     ModelConfig,
     TrainConfig,
-    Unresolved,
-    fields_help,
     looks_like_template,
 )
 
 __all__ = ["validate"]
 
-#: Names people write for a setting (PEFT's, transformers') -> the name here.
-_ALIASES = {
-    "rank": "r",
-    "lora_r": "r",
-    "lora_alpha": "alpha",
-    "lora_dropout": "dropout",
-    "torch_dtype": "dtype",
-    "model_name": "name",
-    "model_name_or_path": "name",
-    "dataset_name": "name",
-    "subset": "config_name",
-    "lr": "learning_rate",
-    "epochs": "num_train_epochs",
-    "batch_size": "per_device_train_batch_size",
-}
 
-
-def _did_you_mean(key: str, known: Sequence[str]) -> str:
-    if _ALIASES.get(key) in known:
-        return f" (did you mean {_ALIASES[key]!r}?)"
-    close = difflib.get_close_matches(key, list(known), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _where(origins: Mapping[str, str], key: str) -> str:
-    src = origins.get(key)
-    if src is None:  # a section replaced as a whole records the section key
-        parts = key.split(".")
-        while parts and src is None:
-            parts.pop()
-            src = origins.get(".".join(parts))
-    return f" (set in {src})" if src else ""
-
-
-def _check_unresolved(value: Any, key: str) -> None:
-    if isinstance(value, Unresolved):
-        raise ConfigError(
-            f"{key}={value.text!r} (set in {value.source}) needs the environment variable "
-            f"{value.var}, which is not set: export {value.var}=..., or override the key with "
-            f"--set {key}=..."
-        )
-    if isinstance(value, dict):
-        for k, v in value.items():
-            _check_unresolved(v, f"{key}.{k}")
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            _check_unresolved(v, f"{key}[{i}]")
-
-
-def _section(
-    cls: type, raw: Any, key: str, origins: Mapping[str, str], required: bool = True
-) -> Any:
-    if raw is None and not required:
-        return None
-    if not isinstance(raw, dict):
-        raise ConfigError(
-            f"{key}: expected a mapping of settings, got {raw!r}{_where(origins, key)}"
-        )
-    known = [f.name for f in fields(cls)]
-    for k in raw:
-        if k not in known:
-            raise ConfigError(
-                f"{key}.{k}{_where(origins, f'{key}.{k}')}: not a {key} setting"
-                f"{_did_you_mean(str(k), known)}; {key} settings are: {', '.join(known)}"
-            )
-    missing = [
-        f.name
-        for f in fields(cls)
-        if f.default is MISSING and f.default_factory is MISSING and f.name not in raw
-    ]
-    if missing:
-        raise ConfigError(f"{key}.{missing[0]} is required: {fields_help(cls)[missing[0]]}")
-    return cls(**raw)
-
-
-def _type_error(key: str, value: Any, want: str, origins: Mapping[str, str]) -> ConfigError:
-    return ConfigError(f"{key}={value!r}{_where(origins, key)}: expected {want}")
-
-
-def _is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _is_num(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
-def _check_str(obj: Any, sec: str, names: Sequence[str], origins, optional: bool) -> None:
-    for n in names:
-        v = getattr(obj, n)
-        if v is None and optional:
-            continue
-        if not isinstance(v, str) or not v.strip():
-            raise _type_error(f"{sec}.{n}", v, "a non-empty string", origins)
-
-
-def _check_bool(obj: Any, sec: str, names: Sequence[str], origins) -> None:
-    for n in names:
-        v = getattr(obj, n)
-        if not isinstance(v, bool):
-            raise _type_error(f"{sec}.{n}", v, "true or false", origins)
-
-
-def _validate_model(m: ModelConfig, origins, notes: list[str], check_paths: bool) -> None:
-    _check_str(m, "model", ["name"], origins, optional=False)
-    _check_str(
+def _validate_model(
+    m: ModelConfig, origins: Mapping[str, str], notes: list[str], check_paths: bool
+) -> None:
+    check_str(m, "model", ["name"], origins, optional=False)
+    check_str(
         m,
         "model",
         ["family", "revision", "tokenizer", "chat_template", "attn_implementation"],
         origins,
         optional=True,
     )
-    _check_bool(m, "model", ["trust_remote_code"], origins)
+    check_bool(m, "model", ["trust_remote_code"], origins)
     dtype = str(m.dtype).lower() if isinstance(m.dtype, str) else m.dtype
     if dtype not in DTYPES:
-        raise _type_error(
-            "model.dtype", m.dtype, "one of auto, bfloat16, float16, float32", origins
-        )
+        raise type_error("model.dtype", m.dtype, "one of auto, bfloat16, float16, float32", origins)
     m.dtype = DTYPES[dtype]
     if m.family is not None and m.family not in FAMILY_MODULES:
         notes.append(
@@ -169,14 +75,14 @@ def _validate_model(m: ModelConfig, origins, notes: list[str], check_paths: bool
             v = getattr(m, key)
             if v and _is_local(v) and not Path(v).is_dir():
                 raise ConfigError(
-                    f"model.{key}={v!r}{_where(origins, f'model.{key}')}: no such folder (a "
+                    f"model.{key}={v!r}{where(origins, f'model.{key}')}: no such folder (a "
                     "local model is a folder written by save_pretrained; hub ids look like "
                     "org/name)"
                 )
         ct = m.chat_template
         if ct and not looks_like_template(ct) and not Path(ct).is_file():
             raise ConfigError(
-                f"model.chat_template={ct!r}{_where(origins, 'model.chat_template')}: no such "
+                f"model.chat_template={ct!r}{where(origins, 'model.chat_template')}: no such "
                 "file; give a .jinja file or the template text itself"
             )
 
@@ -185,16 +91,18 @@ def _is_local(name: str) -> bool:
     return name.startswith(("/", "./", "../", "~")) or os.path.isabs(name)
 
 
-def _validate_lora(lo: LoraSettings, m: ModelConfig, origins, notes: list[str]) -> None:
-    if not _is_int(lo.r) or lo.r < 1:
-        raise _type_error("lora.r", lo.r, "an integer >= 1 (8 or 16 are common)", origins)
-    if not _is_num(lo.alpha) or lo.alpha <= 0:
-        raise _type_error("lora.alpha", lo.alpha, "a number > 0 (often 2 * r)", origins)
-    if not _is_num(lo.dropout) or not 0 <= lo.dropout < 1:
-        raise _type_error("lora.dropout", lo.dropout, "a number in [0, 1)", origins)
+def _validate_lora(
+    lo: LoraSettings, m: ModelConfig, origins: Mapping[str, str], notes: list[str]
+) -> None:
+    if not is_int(lo.r) or lo.r < 1:
+        raise type_error("lora.r", lo.r, "an integer >= 1 (8 or 16 are common)", origins)
+    if not is_num(lo.alpha) or lo.alpha <= 0:
+        raise type_error("lora.alpha", lo.alpha, "a number > 0 (often 2 * r)", origins)
+    if not is_num(lo.dropout) or not 0 <= lo.dropout < 1:
+        raise type_error("lora.dropout", lo.dropout, "a number in [0, 1)", origins)
     if lo.bias not in ("none", "all", "lora_only"):
-        raise _type_error("lora.bias", lo.bias, "none, all or lora_only", origins)
-    _check_bool(lo, "lora", ["use_rslora"], origins)
+        raise type_error("lora.bias", lo.bias, "none, all or lora_only", origins)
+    check_bool(lo, "lora", ["use_rslora"], origins)
     family = m.family or guess_family(m.name)
     if lo.target_modules is None:
         lo.target_modules = default_target_modules(family)
@@ -204,11 +112,11 @@ def _validate_lora(lo: LoraSettings, m: ModelConfig, origins, notes: list[str]) 
             try:
                 re.compile(t)
             except re.error as err:
-                raise _type_error(
+                raise type_error(
                     "lora.target_modules", t, f"a valid regular expression ({err})", origins
                 ) from None
     elif not (isinstance(t, list) and t and all(isinstance(x, str) and x for x in t)):
-        raise _type_error(
+        raise type_error(
             "lora.target_modules",
             t,
             "a list of module names (e.g. [q_proj, v_proj]), a regex string, or 'all-linear'",
@@ -217,22 +125,22 @@ def _validate_lora(lo: LoraSettings, m: ModelConfig, origins, notes: list[str]) 
     if lo.modules_to_save is not None and not (
         isinstance(lo.modules_to_save, list) and all(isinstance(x, str) for x in lo.modules_to_save)
     ):
-        raise _type_error("lora.modules_to_save", lo.modules_to_save, "a list of names", origins)
+        raise type_error("lora.modules_to_save", lo.modules_to_save, "a list of names", origins)
     names = FAMILY_MODULES.get(family or "")
     if names is None:
         return
-    where = _where(origins, "lora.target_modules")
+    at = where(origins, "lora.target_modules")
     if isinstance(t, list):
         for x in t:
             if not target_matches([x], names):
                 avail = sorted({n.rsplit(".", 1)[-1] for n in names} - {"lm_head"})
                 raise ConfigError(
-                    f"lora.target_modules{where}: {x!r} is not a linear layer of a {family} "
+                    f"lora.target_modules{at}: {x!r} is not a linear layer of a {family} "
                     f"model; its layers are {', '.join(avail)}"
                 )
     elif not target_matches(t, names):
         raise ConfigError(
-            f"lora.target_modules={t!r}{where} matches no linear layer of a {family} model "
+            f"lora.target_modules={t!r}{at} matches no linear layer of a {family} model "
             f"(e.g. {names[0]})"
         )
     hits = target_matches(t, names)
@@ -245,8 +153,8 @@ def _validate_lora(lo: LoraSettings, m: ModelConfig, origins, notes: list[str]) 
         )
 
 
-def _validate_data(d: DataConfig, origins, check_paths: bool) -> None:
-    _check_str(
+def _validate_data(d: DataConfig, origins: Mapping[str, str], check_paths: bool) -> None:
+    check_str(
         d,
         "data",
         ["name", "config_name", "eval_split", "revision", "path", "eval_path", "labels_file"],
@@ -254,17 +162,17 @@ def _validate_data(d: DataConfig, origins, check_paths: bool) -> None:
         optional=True,
     )
     templates = ["split", "instruction", "context_template", "plain_template"]
-    _check_str(d, "data", templates, origins, optional=False)
-    _check_bool(d, "data", ["shuffle"], origins)
+    check_str(d, "data", templates, origins, optional=False)
+    check_bool(d, "data", ["shuffle"], origins)
     if d.system_prompt is not None and not isinstance(d.system_prompt, str):
-        raise _type_error("data.system_prompt", d.system_prompt, "a string or null", origins)
+        raise type_error("data.system_prompt", d.system_prompt, "a string or null", origins)
     if not isinstance(d.label_separator, str):
-        raise _type_error("data.label_separator", d.label_separator, "a string", origins)
+        raise type_error("data.label_separator", d.label_separator, "a string", origins)
     if bool(d.name) == bool(d.path):
         both = "both" if d.name else "neither"
         raise ConfigError(
-            f"data: {both} of data.name{_where(origins, 'data.name')} and "
-            f"data.path{_where(origins, 'data.path')} set; give exactly one: a hub id "
+            f"data: {both} of data.name{where(origins, 'data.name')} and "
+            f"data.path{where(origins, 'data.path')} set; give exactly one: a hub id "
             "(data.name) or a local file (data.path), and set the other to null"
         )
     if d.eval_split and d.eval_path:
@@ -273,43 +181,43 @@ def _validate_data(d: DataConfig, origins, check_paths: bool) -> None:
         )
     if d.eval_split and not d.name:
         raise ConfigError(
-            f"data.eval_split={d.eval_split!r}{_where(origins, 'data.eval_split')} needs a "
+            f"data.eval_split={d.eval_split!r}{where(origins, 'data.eval_split')} needs a "
             "hub data set (data.name); with a local file use data.eval_path"
         )
     if d.format not in FORMATS:
-        raise _type_error("data.format", d.format, f"one of {', '.join(FORMATS)}", origins)
+        raise type_error("data.format", d.format, f"one of {', '.join(FORMATS)}", origins)
     if d.label_mode not in ("first", "all"):
-        raise _type_error("data.label_mode", d.label_mode, "'first' or 'all'", origins)
+        raise type_error("data.label_mode", d.label_mode, "'first' or 'all'", origins)
     if d.use_chat_template not in (True, False, "auto"):
-        raise _type_error(
+        raise type_error(
             "data.use_chat_template", d.use_chat_template, "true, false or auto", origins
         )
     if d.columns is not None and not (
         isinstance(d.columns, dict)
         and all(isinstance(k, str) and isinstance(v, str) for k, v in d.columns.items())
     ):
-        raise _type_error("data.columns", d.columns, "a mapping {expected: actual}", origins)
-    if d.max_train_rows is not None and (not _is_int(d.max_train_rows) or d.max_train_rows < 1):
-        raise _type_error(
+        raise type_error("data.columns", d.columns, "a mapping {expected: actual}", origins)
+    if d.max_train_rows is not None and (not is_int(d.max_train_rows) or d.max_train_rows < 1):
+        raise type_error(
             "data.max_train_rows", d.max_train_rows, "an integer >= 1 or null", origins
         )
     e = d.eval_size
-    if e is not None and not ((_is_int(e) and e >= 0) or (isinstance(e, float) and 0 < e < 1)):
-        raise _type_error(
+    if e is not None and not ((is_int(e) and e >= 0) or (isinstance(e, float) and 0 < e < 1)):
+        raise type_error(
             "data.eval_size", e, "an integer >= 0, a fraction in (0, 1), or null", origins
         )
-    if not _is_int(d.seed):
-        raise _type_error("data.seed", d.seed, "an integer", origins)
+    if not is_int(d.seed):
+        raise type_error("data.seed", d.seed, "an integer", origins)
     for tmpl_key, needed in (("instruction", "{text}"), ("plain_template", "{user}")):
         if needed not in getattr(d, tmpl_key):
             raise ConfigError(
-                f"data.{tmpl_key}{_where(origins, f'data.{tmpl_key}')} must contain {needed}"
+                f"data.{tmpl_key}{where(origins, f'data.{tmpl_key}')} must contain {needed}"
             )
     for key in ("path", "eval_path"):
         v = getattr(d, key)
         if v and Path(v).suffix.lower() not in FILE_SUFFIXES:
             raise ConfigError(
-                f"data.{key}={v!r}{_where(origins, f'data.{key}')}: unsupported file type; use "
+                f"data.{key}={v!r}{where(origins, f'data.{key}')}: unsupported file type; use "
                 f"{', '.join(FILE_SUFFIXES)}"
             )
     if not check_paths:
@@ -317,7 +225,7 @@ def _validate_data(d: DataConfig, origins, check_paths: bool) -> None:
     for key in ("path", "eval_path", "labels_file"):
         v = getattr(d, key)
         if v and not Path(v).is_file():
-            raise ConfigError(f"data.{key}={v!r}{_where(origins, f'data.{key}')}: no such file")
+            raise ConfigError(f"data.{key}={v!r}{where(origins, f'data.{key}')}: no such file")
     tsv = d.path and Path(d.path).suffix.lower() == ".tsv"
     if tsv and d.format in ("auto", "goemotions") and not d.labels_file:
         labels = Path(d.path).parent / "labels.txt"
@@ -345,7 +253,9 @@ def _has_eval(d: DataConfig) -> bool:
     return bool(d.eval_size)
 
 
-def _validate_training(t: Any, name: str, origins, data: DataConfig) -> dict[str, Any]:
+def _validate_training(
+    t: Any, name: str, origins: Mapping[str, str], data: DataConfig
+) -> dict[str, Any]:
     if t is None:
         t = {}
     if not isinstance(t, dict):
@@ -355,38 +265,40 @@ def _validate_training(t: Any, name: str, origins, data: DataConfig) -> dict[str
     for k, v in t.items():
         if k not in known:
             raise ConfigError(
-                f"training.{k}{_where(origins, f'training.{k}')}: not a field of trl.SFTConfig "
-                f"/ TrainingArguments{_did_you_mean(str(k), list(known))}"
+                f"training.{k}{where(origins, f'training.{k}')}: not a field of trl.SFTConfig "
+                f"/ TrainingArguments{did_you_mean(str(k), list(known))}"
             )
         want = known[k].type
         ok = {
-            int: _is_int(v),
-            float: _is_num(v),
+            int: is_int(v),
+            float: is_num(v),
             bool: isinstance(v, bool),
             str: isinstance(v, str),
         }.get(want, True)
         if not ok:
             label = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
-            raise _type_error(f"training.{k}", v, label[want], origins)
+            raise type_error(f"training.{k}", v, label[want], origins)
     out.setdefault("output_dir", "runs/{name}")
     for key in ("output_dir", "run_name", "logging_dir"):
         if isinstance(out.get(key), str):
             out[key] = out[key].replace("{name}", name)
     if not isinstance(out["output_dir"], str) or not out["output_dir"]:
-        raise _type_error("training.output_dir", out["output_dir"], "a folder name", origins)
+        raise type_error("training.output_dir", out["output_dir"], "a folder name", origins)
     out.setdefault("run_name", name)
     has_eval = _has_eval(data)
     if str(out.get("eval_strategy", "no")) != "no" and not has_eval:
         raise ConfigError(
             f"training.eval_strategy={out['eval_strategy']!r}"
-            f"{_where(origins, 'training.eval_strategy')} needs eval rows, but there are "
+            f"{where(origins, 'training.eval_strategy')} needs eval rows, but there are "
             "none (data.eval_size is 0 or null without data.eval_split / data.eval_path); "
             "give eval rows, or eval_strategy: 'no'"
         )
     return out
 
 
-def _validate_interactions(ic: Any, origins, data: DataConfig) -> dict[str, Any] | None:
+def _validate_interactions(
+    ic: Any, origins: Mapping[str, str], data: DataConfig
+) -> dict[str, Any] | None:
     if ic is None:
         return None
     if not isinstance(ic, dict):
@@ -394,7 +306,7 @@ def _validate_interactions(ic: Any, origins, data: DataConfig) -> dict[str, Any]
     out = dict(ic)
     probes_from = out.setdefault("probes_from", "eval")
     if probes_from not in ("eval", "train"):
-        raise _type_error("interactions.probes_from", probes_from, "'eval' or 'train'", origins)
+        raise type_error("interactions.probes_from", probes_from, "'eval' or 'train'", origins)
     has_eval = _has_eval(data)
     if probes_from == "eval" and not has_eval:
         raise ConfigError(
@@ -409,8 +321,8 @@ def _validate_interactions(ic: Any, origins, data: DataConfig) -> dict[str, Any]
         InteractionConfig.from_kwargs(**kwargs)
     except (TypeError, ValueError) as err:
         bad = sorted((k for k in kwargs if k in str(err)), key=len, reverse=True)
-        where = _where(origins, f"interactions.{bad[0]}") if bad else ""
-        raise ConfigError(f"interactions{where}: {err}") from None
+        at = where(origins, f"interactions.{bad[0]}") if bad else ""
+        raise ConfigError(f"interactions{at}: {err}") from None
     return out
 
 
@@ -426,23 +338,23 @@ def validate(
     for k in raw:
         if k not in TOP_LEVEL:
             raise ConfigError(
-                f"{k}{_where(origins, k)}: not a config section{_did_you_mean(str(k), TOP_LEVEL)}"
+                f"{k}{where(origins, k)}: not a config section{did_you_mean(str(k), TOP_LEVEL)}"
                 f"; sections are {', '.join(TOP_LEVEL[1:])}"
             )
     for k, v in raw.items():
-        _check_unresolved(v, k)
+        check_unresolved(v, k)
     name = raw.get("name")
     if not isinstance(name, str) or not name.strip():
         raise ConfigError("name: give the run a name (name: my-run), used for output_dir")
     if not re.fullmatch(r"[A-Za-z0-9._+-]+", name):
         raise ConfigError(f"name={name!r}: use letters, digits and . _ + - only (a folder name)")
     notes: list[str] = []
-    model = _section(ModelConfig, raw.get("model"), "model", origins)
+    model = section(ModelConfig, raw.get("model"), "model", origins)
     _validate_model(model, origins, notes, check_paths)
-    lora = _section(LoraSettings, raw.get("lora", {}), "lora", origins, required=False)
+    lora = section(LoraSettings, raw.get("lora", {}), "lora", origins, required=False)
     if lora is not None:
         _validate_lora(lora, model, origins, notes)
-    data = _section(DataConfig, raw.get("data"), "data", origins)
+    data = section(DataConfig, raw.get("data"), "data", origins)
     _validate_data(data, origins, check_paths)
     training = _validate_training(raw.get("training"), name, origins, data)
     interactions = _validate_interactions(raw.get("interactions", {}), origins, data)
