@@ -7,12 +7,12 @@ the probe's players (subset ``s`` keeps player ``i`` iff ``(s >> i) & 1``), read
 
 from __future__ import annotations
 
-from sft_interaction_callback.probing.baselines import (
+from sft_interaction_callback.probing.baseline_vectors import (
     NAMED_BASELINES,
     available_baselines,
-    learn_baseline,
     resolve_baseline,
 )
+from sft_interaction_callback.probing.baselines import learn_baseline
 from sft_interaction_callback.probing.datasets import probes_from_dataset, render_row
 from sft_interaction_callback.probing.players import STOP_WORDS, eligible_words, select_players
 from sft_interaction_callback.probing.probes import MAX_PLAYERS, Probe, word_spans
