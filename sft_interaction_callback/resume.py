@@ -30,7 +30,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +43,7 @@ from sft_interaction_callback.snapshots import (
     load_tensors,
     step_filename,
 )
+from sft_interaction_callback.trainer_link import requested_checkpoint
 
 __all__ = [
     "STATE_FILE",
@@ -146,24 +146,6 @@ def write_state(folder: str | os.PathLike, cb_state: Mapping[str, Any], step: in
 
 
 # ---------------------------------------------------------------------- find
-def _frame_checkpoint() -> str | None:
-    """``resume_from_checkpoint`` of the ``Trainer`` method that is running us, if any."""
-    try:
-        from transformers import Trainer
-    except ImportError:  # pragma: no cover
-        return None
-    frame = sys._getframe(1)
-    for _ in range(40):
-        if frame is None:
-            return None
-        loc = frame.f_locals
-        value = loc.get("resume_from_checkpoint")
-        if isinstance(loc.get("self"), Trainer) and isinstance(value, (str, os.PathLike)):
-            return str(value)
-        frame = frame.f_back
-    return None
-
-
 def _global_step_of(folder: Path) -> int | None:
     try:
         with open(folder / "trainer_state.json", encoding="utf-8") as fh:
@@ -176,14 +158,15 @@ def find_resume_checkpoint(args: Any, state: Any, trainer: Any = None) -> Path |
     """The checkpoint folder a run starting at ``state.global_step > 0`` was resumed from.
 
     The Trainer does not hand ``resume_from_checkpoint`` to callbacks; in order:
-    the argument of the running ``Trainer.train`` (read from its frame), then
+    the argument of the running ``trainer.train`` (recorded by
+    :func:`~sft_interaction_callback.trainer_link.record_resume_argument`), then
     ``<output_dir>/checkpoint-<global_step>``, then ``args.resume_from_checkpoint``. A
     candidate counts when it is a folder whose ``trainer_state.json`` has this global
     step; one holding :data:`STATE_FILE` is preferred.
     """
     step = int(state.global_step)
     candidates: list[Path] = []
-    found = _frame_checkpoint()
+    found = requested_checkpoint(trainer) if trainer is not None else None
     if found:
         candidates.append(Path(found))
     if trainer is not None:

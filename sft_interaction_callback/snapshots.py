@@ -23,11 +23,14 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Mapping
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
+
+from sft_interaction_callback.keys import EMERGED, NOISE, PRESERVED, REMOVED, SALIENT
 
 __all__ = [
     "FORMAT",
@@ -41,11 +44,23 @@ __all__ = [
     "read_jsonl",
     "remove_stale_temp_files",
     "step_filename",
+    "try_write",
+    "write_probe_point",
 ]
 
 FORMAT = "sft_interaction_callback.snapshots/1"
 _STEP_RE = re.compile(r"^step-(\d{8})\.safetensors$")
 _TMP_SUFFIX = ".tmp"
+T = TypeVar("T")
+
+
+def try_write(what: str, write: Callable[[], T]) -> T | None:
+    """``write()``, or None with a warning: a full disk must not end training."""
+    try:
+        return write()
+    except Exception as err:  # noqa: BLE001
+        warnings.warn(f"could not write the {what} snapshot: {err}", stacklevel=3)
+        return None
 
 
 def step_filename(step: int) -> str:
@@ -305,3 +320,28 @@ def _fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def write_probe_point(
+    snapshots: SnapshotDir,
+    step: int,
+    v: torch.Tensor,
+    interactions: Any,
+    sets: Mapping[str, torch.Tensor] | None,
+    probes: Sequence[Any],
+    record: Mapping[str, Any],
+    stop: tuple[int, str] | None = None,
+) -> Path | None:
+    """One probe point on disk: its step snapshot, its ``metrics.jsonl`` record and, when
+    training stops there, ``stop.json``. Never raises; returns the snapshot's path."""
+    tensors = {"v": v.detach().cpu(), "i_and": interactions.i_and, "i_or": interactions.i_or}
+    if sets:
+        tensors[SALIENT] = sets[PRESERVED] | sets[EMERGED]
+        tensors.update({k: sets[k] for k in (REMOVED, PRESERVED, EMERGED, NOISE)})
+    meta = {"n_players": probes[0].n_players, "num_probes": len(probes)}
+    path = try_write("step", lambda: snapshots.write_step(step, tensors, meta))
+    try_write("metrics", lambda: snapshots.append_metrics(record))
+    if stop is not None:
+        info = {"stop_step": stop[0], "reason": stop[1], "checkpoint_saved": True}
+        try_write("stop", lambda: snapshots.write_stop(info))
+    return path

@@ -7,6 +7,7 @@ at every probe point with the tracker's metrics and stops training when it retur
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
@@ -16,9 +17,10 @@ from ..keys import (
     NOISE_KEY,
     REMOVED_FRACTION_KEY,
     STAGE_STATUS,
+    metric_key,
 )
 
-__all__ = ["Stopper", "NoiseRiseStopper"]
+__all__ = ["Stopper", "NoiseRiseStopper", "ask_stopper", "stopper_status"]
 
 _STATE_FORMAT = "sft_interaction_callback.noise_rise_stopper/1"
 
@@ -271,3 +273,31 @@ class NoiseRiseStopper:
             f"metric={self.metric!r}, stage_ended_at={self.stage_ended_at}, "
             f"stop_step={self.stop_step})"
         )
+
+
+def ask_stopper(stopper: Any, step: int, metrics: Mapping[str, float]) -> tuple[int, str] | None:
+    """``(step, reason)`` when ``stopper.update`` says stop; a raising stopper never stops."""
+    try:
+        if not bool(stopper.update(step, dict(metrics))):
+            return None
+    except Exception as err:  # noqa: BLE001 - a custom stopper must not break training
+        warnings.warn(
+            f"the stopper raised at step {step} ({type(err).__name__}: {err}); not stopping",
+            stacklevel=3,
+        )
+        return None
+    reason = getattr(stopper, "reason", None) or (
+        f"{type(stopper).__name__}.update() returned True at step {step}"
+    )
+    return step, str(reason)
+
+
+def stopper_status(stopper: Any) -> dict[str, float]:
+    """The stopper's loggable ``status()`` as ``interactions/...`` metrics ({} if it has none)."""
+    status = getattr(stopper, "status", None)
+    if not callable(status):
+        return {}
+    try:
+        return {metric_key(k): float(x) for k, x in status().items()}
+    except Exception:  # noqa: BLE001 - a custom stopper's status is optional
+        return {}

@@ -38,13 +38,7 @@ from ..keys import (
     category_key,
 )
 
-__all__ = [
-    "CATEGORIES",
-    "NOISE_KEY",
-    "REMOVED_FRACTION_KEY",
-    "TOTAL_STRENGTH_KEY",
-    "InteractionTracker",
-]
+__all__ = ["InteractionTracker"]
 
 _STATE_FORMAT = "sft_interaction_callback.tracker/1"
 _SCOPES = ("type", "joint")

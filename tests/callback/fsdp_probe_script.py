@@ -27,13 +27,10 @@ def main() -> None:
     from torch.distributed.fsdp.wrap import transformer_auto_wrap_policy
     from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 
-    from sft_interaction_callback.distributed import (
-        Collective,
-        probe_parameters,
-        sharded_parameters,
-    )
-    from sft_interaction_callback.extract import ValueExtractor
+    from sft_interaction_callback.distributed import Collective
+    from sft_interaction_callback.engine import ValueExtractor
     from sft_interaction_callback.probing import Probe, select_players
+    from sft_interaction_callback.sharded_weights import probe_parameters, sharded_parameters
 
     tok = d.tokenizer()
     text = "Question: what colour is the big house near the river today?"

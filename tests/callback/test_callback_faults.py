@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from sft_interaction_callback.extract import ValueExtractor
+from sft_interaction_callback.engine import ValueExtractor
 from sft_interaction_callback.probing import CausalLMValue
 from sft_interaction_callback.snapshots import read_jsonl
 
@@ -114,8 +114,8 @@ def tight_memory(monkeypatch):
 
     Also counts ``free_memory`` calls made by the extractor and the callback.
     """
-    from sft_interaction_callback import callback as cbmod
-    from sft_interaction_callback import extract as exmod
+    from sft_interaction_callback import engine as exmod
+    from sft_interaction_callback import recording as cbmod
 
     freed = {"n": 0}
     real_free = exmod.free_memory

@@ -119,7 +119,7 @@ def test_eval_metric_is_nan_when_needed_but_never_probed(make_trainer, tmp_path,
         metric_for_best_model="interaction_noise",
         greater_is_better=False,
     )
-    cb._meta["last_noise"] = None
+    cb.progress.last_noise = None
     metrics = {"eval_loss": 1.0, "eval_runtime": 0.1, "eval_samples_per_second": 1.0}
     cb.on_log(trainer.args, trainer.state, trainer.control, logs=metrics)
     assert math.isnan(metrics["eval_interaction_noise"])
@@ -128,7 +128,7 @@ def test_eval_metric_is_nan_when_needed_but_never_probed(make_trainer, tmp_path,
     cb.on_log(trainer.args, trainer.state, trainer.control, logs=plain)
     assert "eval_interaction_noise" not in plain
     named = {"eval_a_loss": 1.0, "eval_a_runtime": 0.1, "eval_a_samples_per_second": 1.0}
-    cb._meta["last_noise"] = 0.25
+    cb.progress.last_noise = 0.25
     cb.on_evaluate(trainer.args, trainer.state, trainer.control, metrics=named)
     assert named["eval_a_interaction_noise"] == 0.25
     train_end = {"train_runtime": 1.0, "train_samples_per_second": 1.0}

@@ -13,11 +13,8 @@ import pytest
 import torch
 
 from sft_interaction_callback.andor import fit_and_or
-from sft_interaction_callback.tracking.tracker import (
-    NOISE_KEY,
-    REMOVED_FRACTION_KEY,
-    InteractionTracker,
-)
+from sft_interaction_callback.keys import NOISE_KEY, REMOVED_FRACTION_KEY
+from sft_interaction_callback.tracking.tracker import InteractionTracker
 
 N = 3
 SIZE = 1 << N

@@ -1,0 +1,299 @@
+"""The probing engine: model + probes -> values of every masked input -> AND-OR interactions.
+
+:class:`ValueExtractor` is the one place that runs a model on masked probes and fits
+interactions to the values. It owns what makes that robust inside a training run: the
+baseline fixed at step 0, the out-of-memory back-off, sharding the masks over ranks and
+agreeing on failures, and the do-no-harm guards (:meth:`ValueExtractor.measure`). The
+callback calls :meth:`~ValueExtractor.measure` once per probe point.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
+import torch
+from torch import nn
+
+from sft_interaction_callback.andor import AndOrInteractions, fit_and_or
+from sft_interaction_callback.config import InteractionConfig
+from sft_interaction_callback.distributed import (
+    Collective,
+    LockstepRunner,
+    PeerFailure,
+    gather_rows,
+    shard_plan,
+)
+from sft_interaction_callback.probing import (
+    CausalLMValue,
+    Probe,
+    SequenceClassifierValue,
+    learn_baseline,
+)
+from sft_interaction_callback.probing.values import CPU_BATCH_SIZE
+from sft_interaction_callback.runtime import (
+    adapters_disabled,
+    free_memory,
+    is_out_of_memory,
+    preserved_training_state,
+)
+
+__all__ = ["LOCKSTEP_BATCH", "NonFiniteValues", "ValueExtractor"]
+
+
+class NonFiniteValues(ValueError):
+    """The model produced NaN or inf values on a probe: the point is skipped."""
+
+
+class ValueExtractor:
+    """Values of every masked input, then AND-OR interactions, for a list of probes.
+
+    The baseline is resolved once (at the first call, i.e. step 0) and the same vector is
+    used at every later checkpoint, so the masked inputs are the same across training
+    (for ``"learned"`` it is fitted then, on the probes).
+
+    Out of memory: the value engine halves its batch on ``torch.OutOfMemoryError``; an
+    OOM it does not handle (the ``RuntimeError`` wording of some backends) is retried
+    here with half the batch, down to 1, and then raised (the callback skips the point).
+    A reduced batch size is kept for later probe points.
+
+    Many processes (``comm`` active, see :mod:`sft_interaction_callback.distributed`): the
+    masks are sharded over the ranks, failures are agreed on (every rank raises
+    :class:`~sft_interaction_callback.distributed.PeerFailure` together), the values are
+    gathered so that every rank holds the same ``v``, and the AND-OR fit runs on rank 0
+    and is broadcast, so every rank holds the same interactions. With ``lockstep`` (FSDP,
+    ZeRO-3) every rank runs the same forward passes in chunks of one agreed batch size.
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        *,
+        kind: str,
+        baseline: Any = "pad",
+        batch_size: int | None = None,
+        noise_bound: float = 0.02,
+        solver: str = "default",
+        solver_options: Mapping[str, Any] | None = None,
+        comm: Collective | None = None,
+        lockstep: bool = False,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.kind = kind
+        self.baseline_spec = baseline
+        self.baseline: torch.Tensor | None = (
+            baseline.detach().clone() if isinstance(baseline, torch.Tensor) else None
+        )
+        self.batch_size = batch_size
+        self.noise_bound = noise_bound
+        self.solver = solver
+        self.solver_options = dict(solver_options or {})
+        self.comm = comm
+        self.lockstep = lockstep
+        #: value-function calls of the last :meth:`values` on this rank, and their masks
+        self.last_calls = 0
+        self.last_masks = 0
+        self._oom = False
+
+    @classmethod
+    def from_config(
+        cls,
+        cfg: InteractionConfig,
+        tokenizer: Any,
+        *,
+        kind: str,
+        baseline: Any,
+        comm: Collective | None = None,
+        lockstep: bool = False,
+    ) -> ValueExtractor:
+        """An extractor with the config's batch size and solver settings."""
+        return cls(
+            tokenizer,
+            kind=kind,
+            baseline=baseline,
+            batch_size=cfg.probe_batch_size,
+            noise_bound=cfg.noise_bound,
+            solver=cfg.solver,
+            solver_options=cfg.solver_options,
+            comm=comm,
+            lockstep=lockstep,
+        )
+
+    def _comm(self) -> Collective:
+        return self.comm if self.comm is not None else Collective()
+
+    def _make_fn(self, model: nn.Module, baseline: Any) -> Any:
+        cls = SequenceClassifierValue if self.kind == "classifier" else CausalLMValue
+        kw: dict[str, Any] = {}
+        if self.lockstep and cls is CausalLMValue:
+            kw["prefix_sharing"] = False  # the same forward calls on every rank
+        return cls(model, self.tokenizer, baseline=baseline, batch_size=self.batch_size, **kw)
+
+    def _value_fn(self, model: nn.Module, probes: Sequence[Probe]) -> Any:
+        if self.baseline is not None:
+            return self._make_fn(model, self.baseline)
+        spec = "pad" if self.baseline_spec == "learned" else self.baseline_spec
+        if spec == "pad" and getattr(self.tokenizer, "pad_token_id", None) is None:
+            spec = "unk" if getattr(self.tokenizer, "unk_token_id", None) is not None else "zero"
+            warnings.warn(
+                f"the tokenizer has no pad token; using the {spec!r} baseline", stacklevel=3
+            )
+        fn = self._make_fn(model, spec)
+        if self.baseline_spec == "learned":
+            with torch.enable_grad():
+                learned = learn_baseline(fn, self.tokenizer, list(probes), init=spec)
+            fn = self._make_fn(model, learned)
+        self.baseline = fn.baseline.detach().clone()
+        return fn
+
+    def _call(self, fn: Any, probe: Probe, masks: torch.Tensor | None) -> torch.Tensor:
+        """``fn(probe[, masks])`` with the OOM back-off the engine does not do itself."""
+        self.last_calls += 1
+        self.last_masks += (1 << probe.n_players) if masks is None else int(masks.numel())
+        while True:
+            try:
+                return fn(probe) if masks is None else fn(probe, masks)
+            except Exception as err:
+                if not is_out_of_memory(err):
+                    raise
+                self._oom = True
+                free_memory()
+                current = fn.batch_size or self.batch_size or CPU_BATCH_SIZE
+                if isinstance(err, _ENGINE_OOM) or current <= 1:
+                    raise  # the engine has already halved down to 1 (or nothing is left)
+                fn.batch_size = self.batch_size = max(1, current // 2)
+                warnings.warn(
+                    f"out of memory while probing; retrying with batch_size={fn.batch_size}",
+                    stacklevel=3,
+                )
+
+    def values(self, model: nn.Module, probes: Sequence[Probe]) -> torch.Tensor:
+        """``v [num_probes, 2**n]`` (float32, on the model's device)."""
+        self.last_calls = self.last_masks = 0
+        self._oom = False
+        start_batch = self.batch_size
+        comm = self._comm()
+        fresh = self.baseline is None
+        error: BaseException | None = None
+        fn = None
+        try:
+            fn = self._value_fn(model, probes)
+        except Exception as err:  # noqa: BLE001 - agreed on by every rank just below
+            error = err
+        try:
+            comm.agree(error, "preparing the value function")
+        except BaseException:
+            if fresh:
+                self.baseline = None  # every rank resolves it again next time
+            raise
+        if fresh and comm.active:  # rank 0's baseline everywhere (a learned one may differ)
+            self.baseline = comm.broadcast_tensor(self.baseline)
+            fn = self._make_fn(model, self.baseline)
+        if not comm.active:
+            v = torch.stack([self._call(fn, p, None).float() for p in probes])
+        else:
+            v = self._sharded_values(fn, probes, comm).to(fn.device)
+        if fn.batch_size is not None and (
+            self.batch_size is None or fn.batch_size < self.batch_size
+        ):
+            self.batch_size = fn.batch_size  # keep what the engine learned about memory
+        shrunk = None not in (start_batch, self.batch_size) and self.batch_size < start_batch
+        if self._oom or shrunk:
+            free_memory()  # an OOM was survived: hand the cached blocks back
+        if not bool(torch.isfinite(v).all()):
+            bad = [p.id for p, row in zip(probes, v, strict=True) if not torch.isfinite(row).all()]
+            raise NonFiniteValues(f"non-finite values (NaN/inf) for probe(s) {bad}")
+        return v
+
+    def _sharded_values(self, fn: Any, probes: Sequence[Probe], comm: Collective) -> torch.Tensor:
+        n = probes[0].n_players
+        plan = shard_plan(len(probes), n, comm.world_size, comm.rank, lockstep=self.lockstep)
+        local: list[torch.Tensor] = []
+        if self.lockstep:
+            batch = comm.min_int(self.batch_size or LOCKSTEP_BATCH)
+            runner = LockstepRunner(comm, batch, on_oom=self._on_lockstep_oom)
+
+            def one(probe: Probe, chunk: torch.Tensor) -> torch.Tensor:
+                fn.batch_size = runner.batch
+                self.last_calls += 1
+                self.last_masks += int(chunk.numel())
+                return fn(probe, chunk)
+
+            for p, masks in plan.calls:
+                local.append(runner.run(one, probes[p], masks))
+            if runner.batch < batch:
+                self.batch_size = runner.batch
+        else:
+            error: BaseException | None = None
+            try:
+                for p, masks in plan.calls:
+                    local.append(self._call(fn, probes[p], masks))
+            except Exception as err:  # noqa: BLE001 - every rank learns about it below
+                error = err
+            comm.agree(error, "probing")
+        return gather_rows(comm, plan, local)
+
+    def _on_lockstep_oom(self) -> None:
+        self._oom = True
+        free_memory()
+
+    def measure(
+        self,
+        model: nn.Module,
+        probes: Sequence[Probe],
+        *,
+        weights: AbstractContextManager[Any] | None = None,
+        base: bool = False,
+    ) -> tuple[torch.Tensor, AndOrInteractions]:
+        """``(v, interactions)`` of ``model`` on ``probes``, leaving training untouched.
+
+        ``weights``: what makes sharded weights readable outside forward passes (FSDP,
+        ZeRO-3; :func:`~sft_interaction_callback.sharded_weights.probe_parameters`). ``base``:
+        with PEFT adapters disabled (the model before SFT). Collective on many ranks.
+        """
+        with (
+            weights if weights is not None else nullcontext(),
+            preserved_training_state(model),
+            adapters_disabled(model) if base else nullcontext(),
+        ):
+            v = self.values(model, probes)
+            inter = self.interactions(v)
+        return v, inter
+
+    def interactions(self, v: torch.Tensor) -> AndOrInteractions:
+        """The AND-OR fit of ``v``: on rank 0, broadcast to every rank (on the CPU)."""
+        comm = self._comm()
+        if not comm.active:
+            return self._fit(v)
+        payload: tuple[Any, ...] = ("skip",)
+        if comm.is_main:
+            try:
+                payload = ("ok", self._fit(v))
+            except Exception as err:  # noqa: BLE001 - sent to every rank, raised there
+                payload = ("error", type(err).__name__, str(err))
+        payload = comm.broadcast_object(payload)
+        if payload[0] == "ok":
+            return payload[1]
+        if payload[1] == NonFiniteValues.__name__:
+            raise NonFiniteValues(payload[2])
+        raise PeerFailure(f"the AND-OR fit failed on rank 0: {payload[1]}: {payload[2]}")
+
+    def _fit(self, v: torch.Tensor) -> AndOrInteractions:
+        out = fit_and_or(v, noise_bound=self.noise_bound, solver=self.solver, **self.solver_options)
+        finite = all(
+            bool(torch.isfinite(t).all()) for t in (out.i_and, out.i_or)
+        ) and math.isfinite(float(out.i_and.abs().sum()))
+        if not finite:
+            raise NonFiniteValues("the AND-OR fit produced non-finite interactions")
+        return out.to("cpu")
+
+
+#: The OOM errors the value engine already answers by halving its batch (down to 1).
+_ENGINE_OOM: tuple[type[BaseException], ...] = tuple(
+    {getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError), torch.cuda.OutOfMemoryError}
+)
+#: Masks per forward pass in lockstep mode when ``probe_batch_size`` is not set.
+LOCKSTEP_BATCH = 32
