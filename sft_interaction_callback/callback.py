@@ -243,7 +243,7 @@ class InteractionCallback(TrainerCallback):
         start, main = time.perf_counter(), state.is_world_process_zero
         try:
             weights = self.probing_weights(model)
-            v, inter = self.extractor.measure(model, self.probes, weights=weights, base=True)
+            inter = self.extractor.measure(model, self.probes, weights=weights, base=True)
         except Exception as err:  # noqa: BLE001 - never break training
             record_skip(self.run_state, self.metric_log, step, err, main=main)
             self.progress.disabled = f"the step-{step} (base) probe failed: {err}"
@@ -257,7 +257,7 @@ class InteractionCallback(TrainerCallback):
             add_reference(self.config, self.run_state, model, self.comm, main=main)
         metrics = self.tracker.set_base(inter)
         self.progress.base_step = step
-        self._record(ProbePoint(step, v, inter, metrics, seconds), main, control=None)
+        self._record(ProbePoint(step, inter, metrics, seconds), main, control=None)
 
     def _record(
         self, point: ProbePoint, main: bool, *, control: Any, stop: StopDecision | None = None
@@ -277,7 +277,7 @@ class InteractionCallback(TrainerCallback):
         start, main = time.perf_counter(), state.is_world_process_zero
         try:
             weights = self.probing_weights(model)
-            v, inter = self.extractor.measure(model, self.probes, weights=weights)
+            inter = self.extractor.measure(model, self.probes, weights=weights)
             metrics = self.tracker.update(step, inter)
         except Exception as err:  # noqa: BLE001 - a probe point never breaks training
             record_skip(self.run_state, self.metric_log, step, err, main=main, control=control)
@@ -291,7 +291,7 @@ class InteractionCallback(TrainerCallback):
             control.should_save = True  # a checkpoint at the stop step, whatever save_strategy
             logger.warning("interaction callback: stopping training at step %d: %s", *stop)
         try:
-            point = ProbePoint(step, v, inter, metrics, seconds)
+            point = ProbePoint(step, inter, metrics, seconds)
             self._record(point, main, control=control, stop=stop)
         except Exception as err:  # noqa: BLE001 - reporting must not end training either
             warnings.warn(

@@ -9,6 +9,7 @@ callback calls :meth:`~ValueExtractor.measure` once per probe point.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from collections.abc import Mapping, Sequence
@@ -247,8 +248,9 @@ class ValueExtractor:
         *,
         weights: AbstractContextManager[Any] | None = None,
         base: bool = False,
-    ) -> tuple[torch.Tensor, AndOrInteractions]:
-        """``(v, interactions)`` of ``model`` on ``probes``, leaving training untouched.
+    ) -> AndOrInteractions:
+        """The interactions of ``model`` on ``probes`` (values ``v`` included), leaving
+        training untouched. They carry the probes' ids and words (tables, snapshots).
 
         ``weights``: what makes sharded weights readable outside forward passes (FSDP,
         ZeRO-3; :func:`~sft_interaction_callback.sharded_weights.probe_parameters`). ``base``:
@@ -261,7 +263,8 @@ class ValueExtractor:
         ):
             v = self.values(model, probes)
             inter = self.interactions(v)
-        return v, inter
+        ids, words = [p.id for p in probes], [list(p.words) for p in probes]
+        return dataclasses.replace(inter, probe_ids=ids, words=words)
 
     def interactions(self, v: torch.Tensor) -> AndOrInteractions:
         """The AND-OR fit of ``v``: on rank 0, broadcast to every rank (on the CPU)."""

@@ -12,8 +12,6 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
 from sft_interaction_callback.andor import AndOrInteractions
 from sft_interaction_callback.callback_state import CallbackState
 from sft_interaction_callback.config import InteractionConfig
@@ -38,10 +36,9 @@ StopDecision = tuple[int, str]
 
 @dataclass
 class ProbePoint:
-    """One measured probe point: the values, their interactions and the tracker's metrics."""
+    """One measured probe point: its interactions (values included) and the tracker's metrics."""
 
     step: int
-    v: torch.Tensor
     interactions: AndOrInteractions
     metrics: dict[str, float]
     seconds: float
@@ -58,8 +55,7 @@ def record_point(
     stop: StopDecision | None,
 ) -> None:
     """Book a measured probe point (``control`` None: before training, logged later)."""
-    step, v, inter, metrics = point.step, point.v, point.interactions, point.metrics
-    seconds = point.seconds
+    step, inter, metrics, seconds = point.step, point.interactions, point.metrics, point.seconds
     progress = rs.progress
     progress.last_step = step
     progress.probe_steps.append(step)
@@ -76,7 +72,7 @@ def record_point(
     tables = None
     if main:
         sets = rs.tracker.last_sets()
-        path = write_probe_point(rs.snapshots, step, v, inter, sets, rs.probes, record, stop)
+        path = write_probe_point(rs.snapshots, step, inter, sets, record, stop)
         if path is not None:
             progress.files[str(step)] = str(path)
         if cfg.log_tables:

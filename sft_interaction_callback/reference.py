@@ -43,14 +43,13 @@ def add_reference(
     """
     try:
         extractor = rs.extractor
-        name, v, inter = probe_reference(
+        name, inter = probe_reference(
             cfg, model, rs.probes, kind=extractor.kind, tokenizer=extractor.tokenizer, comm=comm
         )
         rs.tracker.set_reference(inter)
         if main:
-            tensors = {"v": v.cpu(), "i_and": inter.i_and, "i_or": inter.i_or}
             write = rs.snapshots.write_reference
-            try_write("reference", lambda: write(tensors, {"model": name}))
+            try_write("reference", lambda: write(inter, {"model": name}))
     except Exception as err:  # noqa: BLE001
         warnings.warn(
             f"the reference model could not be probed ({type(err).__name__}: {err}); "
@@ -70,8 +69,8 @@ def probe_reference(
     kind: str,
     tokenizer: Any,
     comm: Collective,
-) -> tuple[str, torch.Tensor, AndOrInteractions]:
-    """Load and probe ``cfg.reference_model`` on every rank: ``(class name, v, interactions)``.
+) -> tuple[str, AndOrInteractions]:
+    """Load and probe ``cfg.reference_model`` on every rank: ``(class name, interactions)``.
 
     A reference model is a plain module on each rank (never sharded by the trainer),
     so it is probed in local mode; a rank that cannot load it makes every rank give up.
@@ -99,8 +98,7 @@ def probe_reference(
             solver_options=cfg.solver_options,
             comm=comm,
         )
-        v, inter = extractor.measure(ref, probes)
-        return type(ref).__name__, v, inter
+        return type(ref).__name__, extractor.measure(ref, probes)
     finally:
         if ref is not None and not owned and original is not None:
             ref.to(original)

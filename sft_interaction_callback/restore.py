@@ -14,8 +14,6 @@ import os
 import warnings
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from sft_interaction_callback import resume
 from sft_interaction_callback.andor import AndOrInteractions
 from sft_interaction_callback.callback_state import CallbackState
@@ -33,8 +31,8 @@ __all__ = ["resume_tracking"]
 
 logger = logging.getLogger("sft_interaction_callback")
 
-#: snapshots re-extracted by a rebuild: "base" / "reference" -> (v, interactions)
-Rebuilt = dict[str, tuple[torch.Tensor, AndOrInteractions]]
+#: snapshots re-extracted by a rebuild: "base" / "reference" -> their interactions
+Rebuilt = dict[str, AndOrInteractions]
 
 
 def resume_tracking(
@@ -130,8 +128,8 @@ def _apply(
                 dropped["records"],
                 plan.step,
             )
-        for key, (v, inter) in rebuilt.items():
-            _write_rebuilt(cb, key, v, inter)
+        for key, inter in rebuilt.items():
+            _write_rebuilt(cb, key, inter)
     cfg.reference_model = None  # restored from its snapshot: drop the handle
 
 
@@ -151,11 +149,11 @@ def _rebuild(cb: InteractionCallback, plan: ResumePlan, model: Any, tokenizer: A
     tensors = st["tracker"]["tensors"]
     rebuilt: Rebuilt = {}
     if "base" in plan.rebuild:
-        v, inter = extractor.measure(model, probes, weights=cb.probing_weights(model), base=True)
+        inter = extractor.measure(model, probes, weights=cb.probing_weights(model), base=True)
         table = inter.concatenated().float()
         tensors["base_interactions"] = table
         exact = resume.table_checksum(table) == plan.checksums.get("base")
-        rebuilt["base"] = (v, inter)
+        rebuilt["base"] = inter
         warnings.warn(
             "!!! REBUILT the step-0 interactions from the current model with adapters "
             f"disabled ({'; '.join(plan.problems)}). "
@@ -171,7 +169,7 @@ def _rebuild(cb: InteractionCallback, plan: ResumePlan, model: Any, tokenizer: A
     if "reference" in plan.rebuild:
         if cfg.reference_model is not None:
             try:
-                _, v, inter = probe_reference(
+                _, inter = probe_reference(
                     cfg,
                     model,
                     probes,
@@ -182,7 +180,7 @@ def _rebuild(cb: InteractionCallback, plan: ResumePlan, model: Any, tokenizer: A
             finally:
                 free_memory()
             tensors["reference_interactions"] = inter.concatenated().float()
-            rebuilt["reference"] = (v, inter)
+            rebuilt["reference"] = inter
             what = "re-extracted from InteractionConfig.reference_model"
         else:
             tensors.pop("reference_mask", None)
@@ -197,19 +195,16 @@ def _rebuild(cb: InteractionCallback, plan: ResumePlan, model: Any, tokenizer: A
     return rebuilt
 
 
-def _write_rebuilt(
-    cb: InteractionCallback, key: str, v: torch.Tensor, inter: AndOrInteractions
-) -> None:
+def _write_rebuilt(cb: InteractionCallback, key: str, inter: AndOrInteractions) -> None:
     rs = cb.run_state
     snapshots, probes = rs.snapshots, rs.probes
-    tensors = {"v": v.detach().cpu(), "i_and": inter.i_and, "i_or": inter.i_or}
     info = {"rebuilt": True}
     if key == "base":
         step = int(rs.progress.base_step or 0)
         meta = {"n_players": probes[0].n_players, "num_probes": len(probes), **info}
-        try_write("step", lambda: snapshots.write_step(step, tensors, meta))
+        try_write("step", lambda: snapshots.write_step(step, inter, None, meta))
     else:
-        try_write("reference", lambda: snapshots.write_reference(tensors, info))
+        try_write("reference", lambda: snapshots.write_reference(inter, info))
 
 
 def _read_bytes(path: str) -> bytes:

@@ -4,36 +4,42 @@ Layout of ``<args.output_dir>/<output_subdir>/``:
 
 * ``probes.json``: the probes (id, prompt, target, players as spans and as words) and
   ``n_players``;
-* ``step-<8 digits>.safetensors``: ``v`` ``[P, 2**n]``, ``i_and``, ``i_or`` ``[P, 2**n]`` and
-  the boolean masks ``salient``, ``removed``, ``preserved``, ``emerged``, ``noise``
-  ``[P, 2 * 2**n]`` (AND then OR), with the step in the metadata;
-* ``reference.safetensors``: the reference model's ``v``, ``i_and``, ``i_or``;
+* ``step-<8 digits>.safetensors``: the :class:`~sft_interaction_callback.andor.AndOrInteractions`
+  of that probe point (``v``, ``i_and``, ``i_or``, ``p``, ``q`` ``[P, 2**n]``, the probes'
+  ids and words, the step) with the tracker's boolean masks ``salient``, ``removed``,
+  ``preserved``, ``emerged``, ``noise`` ``[P, 2 * 2**n]`` (AND then OR) as its extras;
+* ``reference.safetensors``: the reference model's ``AndOrInteractions``;
 * ``metrics.jsonl``: one JSON object per probe point, with ``step`` (NaN written as null);
 * ``stop.json``: the early-stop decision (step and reason), when training was stopped.
 
 Every write goes to a temporary file in the same folder, is fsynced, then
 ``os.replace``-d over the target, so a reader (or a crash) never sees half a file.
+:func:`read_snapshot` and :func:`load_tensors` also read the flat tensor files that
+earlier versions wrote (same tensor names, no ``p``/``q``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
 import re
 import tempfile
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
 
+from sft_interaction_callback.andor import AndOrInteractions
 from sft_interaction_callback.keys import EMERGED, NOISE, PRESERVED, REMOVED, SALIENT
 
 __all__ = [
     "FORMAT",
+    "Snapshot",
     "SnapshotDir",
     "atomic_write_bytes",
     "atomic_write_json",
@@ -42,6 +48,7 @@ __all__ = [
     "load_tensors",
     "read_json",
     "read_jsonl",
+    "read_snapshot",
     "remove_stale_temp_files",
     "step_filename",
     "try_write",
@@ -167,8 +174,27 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
         return [json.loads(line) for line in fh if line.strip()]
 
 
-def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """``(tensors, metadata)`` of a safetensors file, on CPU."""
+@dataclasses.dataclass
+class Snapshot:
+    """A step or reference snapshot read back: interactions, tracker masks, metadata."""
+
+    interactions: AndOrInteractions
+    masks: dict[str, torch.Tensor]
+    meta: dict[str, Any]
+
+    def flat(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        """``(tensors, metadata)`` as in a flat file: ``v``, ``i_and``, ... and the masks by
+        name; the metadata as strings (``step``, ``n_players``, then the saved meta)."""
+        inter = self.interactions
+        names = ("v", "i_and", "i_or", "p", "q", "lower_bound", "gap")
+        tensors = {k: getattr(inter, k) for k in names if getattr(inter, k) is not None}
+        meta = {"n_players": inter.n_players, **self.meta}
+        if inter.step is not None:
+            meta["step"] = inter.step
+        return {**tensors, **self.masks}, {str(k): str(v) for k, v in meta.items()}
+
+
+def _safetensors_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     from safetensors import safe_open
 
     tensors = {}
@@ -179,11 +205,44 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     return tensors, meta
 
 
-def _tensor_bytes(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, Any]) -> bytes:
-    from safetensors.torch import save
+def read_snapshot(path: str | os.PathLike) -> Snapshot:
+    """A snapshot of this version (an ``AndOrInteractions`` file) or an earlier flat one."""
+    try:
+        inter = AndOrInteractions.load(path)
+    except ValueError:  # no AndOrInteractions description: a flat file of an earlier version
+        return _flat_snapshot(*_safetensors_file(path))
+    masks, meta = AndOrInteractions.read_extras(path)
+    return Snapshot(inter, masks, meta)
 
-    clean = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    return save(clean, metadata={str(k): str(v) for k, v in metadata.items()})
+
+def _flat_snapshot(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> Snapshot:
+    i_and, i_or = tensors.pop("i_and"), tensors.pop("i_or")
+
+    def zeros() -> torch.Tensor:  # earlier versions did not store the split p, q
+        return torch.zeros_like(i_and)
+
+    inter = AndOrInteractions(
+        v=tensors.pop("v") if "v" in tensors else zeros(),
+        i_and=i_and,
+        i_or=i_or,
+        p=tensors.pop("p") if "p" in tensors else zeros(),
+        q=tensors.pop("q") if "q" in tensors else zeros(),
+        n_players=int(meta.pop("n_players", i_and.shape[-1].bit_length() - 1)),
+        step=int(meta.pop("step")) if "step" in meta else None,
+    )
+    return Snapshot(inter, tensors, dict(meta))
+
+
+def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """``(tensors, metadata)`` of a safetensors file, on CPU, by plain names.
+
+    A snapshot is flattened (:meth:`Snapshot.flat`); any other file (a checkpoint's
+    callback state, a flat snapshot of an earlier version) is returned as stored.
+    """
+    try:
+        return read_snapshot(path).flat()
+    except (KeyError, ValueError):  # not a snapshot: no interactions in it
+        return _safetensors_file(path)
 
 
 class SnapshotDir:
@@ -234,17 +293,22 @@ class SnapshotDir:
     def write_step(
         self,
         step: int,
-        tensors: Mapping[str, torch.Tensor],
+        interactions: AndOrInteractions,
+        masks: Mapping[str, torch.Tensor] | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> Path:
-        meta = {"format": FORMAT, "step": int(step), **(metadata or {})}
-        return atomic_write_bytes(self.step_path(step), _tensor_bytes(tensors, meta))
+        """``step-<step>.safetensors``: the interactions with ``masks`` as extras."""
+        data = dataclasses.replace(interactions, step=int(step)).to_bytes(
+            extra=masks, meta={"format": FORMAT, **(metadata or {})}
+        )
+        return atomic_write_bytes(self.step_path(step), data)
 
     def write_reference(
-        self, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, Any] | None = None
+        self, interactions: AndOrInteractions, metadata: Mapping[str, Any] | None = None
     ) -> Path:
-        meta = {"format": FORMAT, **(metadata or {})}
-        return atomic_write_bytes(self.reference_path, _tensor_bytes(tensors, meta))
+        """``reference.safetensors``: the reference model's interactions."""
+        data = interactions.to_bytes(meta={"format": FORMAT, **(metadata or {})})
+        return atomic_write_bytes(self.reference_path, data)
 
     def append_metrics(self, record: Mapping[str, Any]) -> Path:
         """Add one probe-point record (replacing an earlier one for the same step)."""
@@ -302,7 +366,11 @@ class SnapshotDir:
         return [Probe.from_dict(p) for p in data["probes"]]
 
     def read_step(self, step: int) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        """The flat view (:func:`load_tensors`) of a step snapshot."""
         return load_tensors(self.step_path(step))
+
+    def load_step(self, step: int) -> Snapshot:
+        return read_snapshot(self.step_path(step))
 
     def read_reference(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         return load_tensors(self.reference_path)
@@ -325,21 +393,19 @@ def _fsync_dir(path: Path) -> None:
 def write_probe_point(
     snapshots: SnapshotDir,
     step: int,
-    v: torch.Tensor,
-    interactions: Any,
+    interactions: AndOrInteractions,
     sets: Mapping[str, torch.Tensor] | None,
-    probes: Sequence[Any],
     record: Mapping[str, Any],
     stop: tuple[int, str] | None = None,
 ) -> Path | None:
     """One probe point on disk: its step snapshot, its ``metrics.jsonl`` record and, when
     training stops there, ``stop.json``. Never raises; returns the snapshot's path."""
-    tensors = {"v": v.detach().cpu(), "i_and": interactions.i_and, "i_or": interactions.i_or}
+    masks = {}
     if sets:
-        tensors[SALIENT] = sets[PRESERVED] | sets[EMERGED]
-        tensors.update({k: sets[k] for k in (REMOVED, PRESERVED, EMERGED, NOISE)})
-    meta = {"n_players": probes[0].n_players, "num_probes": len(probes)}
-    path = try_write("step", lambda: snapshots.write_step(step, tensors, meta))
+        masks[SALIENT] = sets[PRESERVED] | sets[EMERGED]
+        masks.update({k: sets[k] for k in (REMOVED, PRESERVED, EMERGED, NOISE)})
+    meta = {"n_players": interactions.n_players, "num_probes": interactions.num_probes}
+    path = try_write("step", lambda: snapshots.write_step(step, interactions, masks, meta))
     try_write("metrics", lambda: snapshots.append_metrics(record))
     if stop is not None:
         info = {"stop_step": stop[0], "reason": stop[1], "checkpoint_saved": True}

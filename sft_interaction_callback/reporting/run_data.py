@@ -35,7 +35,7 @@ from ..keys import (
     STOP_REASON_KEY,
     STOP_STEP_KEY,
 )
-from ..snapshots import load_tensors, read_json, read_jsonl, step_filename
+from ..snapshots import Snapshot, read_json, read_jsonl, read_snapshot, step_filename
 
 __all__ = [
     "CATEGORIES",
@@ -197,7 +197,7 @@ class RunData:
     log_history_source: Path | None
     has_reference: bool
     notes: list[str] = field(default_factory=list)
-    _cache: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False)
+    _cache: dict[int, Snapshot] = field(default_factory=dict, repr=False)
     _hists: dict[int, Any] = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------ scalar series
@@ -287,16 +287,15 @@ class RunData:
         return out
 
     # ------------------------------------------------------------------ snapshots
-    def tensors(self, step: int) -> dict[str, torch.Tensor]:
-        """The tensors of ``step-<step>.safetensors`` (cached)."""
+    def snapshot(self, step: int) -> Snapshot:
+        """``step-<step>.safetensors``: its interactions and the tracker's masks (cached)."""
         if step not in self._cache:
-            tensors, _ = load_tensors(self.interactions_dir / step_filename(step))
-            self._cache[step] = tensors
+            self._cache[step] = read_snapshot(self.interactions_dir / step_filename(step))
         return self._cache[step]
 
     def _has_masks(self, step: int) -> bool:
-        t = self.tensors(step)
-        return all(c in t for c in CATEGORIES)
+        masks = self.snapshot(step).masks
+        return all(c in masks for c in CATEGORIES)
 
     def order_histograms(self, step: int | None = None) -> dict[str, dict[str, list[float]]] | None:
         """Order histograms of each category at ``step`` (default: :attr:`focus_step`).
@@ -315,18 +314,17 @@ class RunData:
         return copy.deepcopy(self._hists[step])
 
     def _order_histograms(self, step: int) -> dict[str, dict[str, list[float]]]:
-        current = self.tensors(step)
-        table = torch.cat((current["i_and"], current["i_or"]), -1).double()
+        current = self.snapshot(step)
+        table = current.interactions.concatenated().double()
         base = table
         if self.base_step is not None and self.base_step != step:
-            b = self.tensors(self.base_step)
-            base = torch.cat((b["i_and"], b["i_or"]), -1).double()
+            base = self.snapshot(self.base_step).interactions.concatenated().double()
         n = (table.shape[-1] // 2).bit_length() - 1
         nonempty = (subset_orders(n) > 0).repeat(2)
         out: dict[str, dict[str, list[float]]] = {}
         for c in CATEGORIES:
             values = base if c == REMOVED else table
-            mask = current[c].bool()
+            mask = current.masks[c].bool()
             counts, strengths = order_histogram(values, mask, concatenated=True)
             total = strength(values, nonempty)[:, None]
             share = torch.where(total > 0, strengths / total.clamp_min(1e-300), 0.0)
@@ -349,13 +347,14 @@ class RunData:
         if step is None or step not in self.snapshot_steps:
             return out
         words = self.probes[probe].words if probe < len(self.probes) else []
-        t = self.tensors(step)
-        if probe >= t["i_and"].shape[0]:  # probes.json and the snapshots disagree
+        snap = self.snapshot(step)
+        both = snap.interactions.concatenated()
+        if probe >= both.shape[0]:  # probes.json and the snapshots disagree
             return out
-        half = t["i_and"].shape[-1]
-        table = torch.cat((t["i_and"][probe], t["i_or"][probe])).double()
+        half = both.shape[-1] // 2
+        table = both[probe].double()
         if self._has_masks(step):
-            cats = {c: t[c][probe].bool() for c in (PRESERVED, EMERGED)}
+            cats = {c: snap.masks[c][probe].bool() for c in (PRESERVED, EMERGED)}
         else:
             nonempty = (subset_orders(half.bit_length() - 1) > 0).repeat(2)
             cats = {SALIENT: nonempty}
@@ -369,9 +368,8 @@ class RunData:
                 self._interaction(kind, s, v, cat, step, words) for cat, s, v in entries[:k]
             ]
         if self._has_masks(step) and self.base_step is not None:
-            b = self.tensors(self.base_step)
-            base = torch.cat((b["i_and"][probe], b["i_or"][probe])).double()
-            idx = torch.nonzero(t[REMOVED][probe].bool()).flatten().tolist()
+            base = self.snapshot(self.base_step).interactions.concatenated()[probe].double()
+            idx = torch.nonzero(snap.masks[REMOVED][probe].bool()).flatten().tolist()
             entries = sorted(idx, key=lambda j: -abs(float(base[j])))[:k]
             out[REMOVED] = [
                 self._interaction(
@@ -464,8 +462,9 @@ def load_run(path: str | Path) -> RunData:
             "there is no step-*.safetensors snapshot); nothing to report"
         )
     if n_players is None and snapshot_steps:
-        t, meta = load_tensors(interactions_dir / step_filename(snapshot_steps[0]))
-        n_players = (t["i_and"].shape[-1]).bit_length() - 1
+        n_players = read_snapshot(
+            interactions_dir / step_filename(snapshot_steps[0])
+        ).interactions.n_players
 
     history, source = load_log_history(run_dir, interactions_dir)
     if source is None:

@@ -8,6 +8,7 @@ this module adds what a scalar cannot show. It runs only when W&B is active for 
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import sys
 import warnings
@@ -16,6 +17,7 @@ from typing import Any
 
 import torch
 
+from ..andor import AndOrInteractions
 from ..keys import EMERGED, ORDER_HISTOGRAM_KEY, PRESERVED, TOP_TABLE_KEY
 
 __all__ = ["WandbExtras", "wandb_run", "top_interactions"]
@@ -47,35 +49,29 @@ def wandb_run(args: Any) -> Any:
 
 
 def top_interactions(
-    i_and: torch.Tensor,
-    i_or: torch.Tensor,
-    words: Sequence[Sequence[str]],
-    ids: Sequence[str],
+    interactions: AndOrInteractions,
     k: int,
     sets: Mapping[str, torch.Tensor] | None = None,
 ) -> list[list[Any]]:
     """Rows ``[probe, type, words, order, strength, category]``, the ``k`` strongest per probe.
 
-    ``strength`` is the signed interaction ``I(S)``; rows are ordered by ``|I(S)|``. The
-    empty set is left out. ``category`` is ``preserved`` / ``emerged`` (from ``sets``) or
-    ``""`` for a subset that is not salient.
+    Ranked by :meth:`AndOrInteractions.top_k` (``|I(S)|``, the empty set left out);
+    ``strength`` is the signed interaction ``I(S)``. ``category`` is ``preserved`` /
+    ``emerged`` (from ``sets``) or ``""`` for a subset that is not salient.
     """
     rows: list[list[Any]] = []
-    size = i_and.shape[-1]
-    table = torch.cat((i_and, i_or), -1).float()
-    for p in range(table.shape[0]):
-        mag = table[p].abs().clone()
-        mag[0] = mag[size] = -1.0
-        count = min(k, table.shape[-1] - 2)
-        for idx in torch.topk(mag, count).indices.tolist():
-            kind, s = ("AND", idx) if idx < size else ("OR", idx - size)
-            members = [words[p][b] for b in range(len(words[p])) if (s >> b) & 1]
+    size = interactions.i_and.shape[-1]
+    ids = interactions.probe_ids or [str(p) for p in range(interactions.num_probes)]
+    for p in range(interactions.num_probes):
+        for it in interactions.top_k(k, probe=p):
+            col = it.subset + (size if it.kind == "or" else 0)
             category = ""
             for name in (PRESERVED, EMERGED):
-                if sets is not None and name in sets and bool(sets[name][p, idx]):
+                if sets is not None and name in sets and bool(sets[name][p, col]):
                     category = name
+            words = it.words if it.words is not None else tuple(map(str, it.players))
             rows.append(
-                [ids[p], kind, " & ".join(members), len(members), float(table[p, idx]), category]
+                [ids[p], it.kind.upper(), " & ".join(words), len(it.players), it.value, category]
             )
     return rows
 
@@ -102,7 +98,7 @@ class WandbExtras:
         args: Any,
         step: int,
         *,
-        interactions: Any,
+        interactions: AndOrInteractions,
         probes: Sequence[Any],
         sets: Mapping[str, torch.Tensor] | None,
         histograms: Mapping[str, Mapping[str, torch.Tensor]] | None,
@@ -117,14 +113,13 @@ class WandbExtras:
             import wandb
 
             payload: dict[str, Any] = {STEP_KEY: int(step)}
-            rows = top_interactions(
-                interactions.i_and,
-                interactions.i_or,
-                [p.words for p in probes],
-                [p.id for p in probes],
-                self.top_k,
-                sets,
-            )
+            if interactions.words is None:  # name the players after the probes' words
+                interactions = dataclasses.replace(
+                    interactions,
+                    probe_ids=[p.id for p in probes],
+                    words=[list(p.words) for p in probes],
+                )
+            rows = top_interactions(interactions, self.top_k, sets)
             payload[TOP_KEY] = wandb.Table(
                 columns=["step", "probe", "type", "words", "order", "strength", "category"],
                 data=[[int(step), *r] for r in rows],

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from sft_interaction_callback.andor import AndOrInteractions
 from sft_interaction_callback.engine import ValueExtractor
 from sft_interaction_callback.probing import CausalLMValue
 from sft_interaction_callback.snapshots import read_jsonl
@@ -232,7 +233,10 @@ def die(fd):
     real_fsync(fd)
     os.kill(os.getpid(), signal.SIGKILL)   # killed after the data, before the rename
 os.fsync = die
-snapshots.SnapshotDir(sys.argv[1]).write_step(3, {"v": torch.zeros(2, 1 << 12)})
+from sft_interaction_callback.andor import AndOrInteractions
+v, i_and, i_or, p, q = torch.zeros(5, 2, 1 << 12)
+inter = AndOrInteractions(v=v, i_and=i_and, i_or=i_or, p=p, q=q, n_players=12)
+snapshots.SnapshotDir(sys.argv[1]).write_step(3, inter)
 """
 
 
@@ -245,7 +249,8 @@ def test_a_write_killed_midway_leaves_no_partial_file(tmp_path):
 
     root = tmp_path / "interactions"
     snaps = SnapshotDir(root)
-    snaps.write_step(2, {"v": torch.ones(2, 16)})
+    v, i_and, i_or, p, q = torch.ones(5, 2, 16)
+    snaps.write_step(2, AndOrInteractions(v=v, i_and=i_and, i_or=i_or, p=p, q=q, n_players=4))
     proc = subprocess.run([sys.executable, "-c", _KILL_SCRIPT, str(root)], timeout=120)
     assert proc.returncode == -9  # SIGKILL
     names = sorted(p.name for p in root.iterdir())

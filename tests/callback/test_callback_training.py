@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from sft_interaction_callback import InteractionCallback
-from sft_interaction_callback.snapshots import read_jsonl
+from sft_interaction_callback.snapshots import load_tensors, read_jsonl
 
 CORE_KEYS = [
     f"interactions/{c}/{m}"
@@ -47,10 +47,8 @@ def _check_snapshots(root, steps, n_players=4, num_probes=2):
     for p in probes["probes"]:
         assert len(p["words"]) == n_players and p["target"].strip() and p["id"]
         assert [p["prompt"][s:e] for s, e in p["players"]] == p["words"]
-    from safetensors.torch import load_file
-
     for step in steps:
-        t = load_file(str(root / f"step-{step:08d}.safetensors"))
+        t, _ = load_tensors(root / f"step-{step:08d}.safetensors")
         assert t["v"].shape == t["i_and"].shape == t["i_or"].shape == (num_probes, 1 << n_players)
         for k in ("salient", "removed", "preserved", "emerged"):
             assert t[k].dtype == torch.bool and t[k].shape == (num_probes, 2 << n_players)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from sft_interaction_callback.andor import AndOrInteractions
 from sft_interaction_callback.probing import Probe
 from sft_interaction_callback.runtime import (
     adapters_disabled,
@@ -67,8 +68,10 @@ def test_snapshot_dir_round_trip(tmp_path):
     assert data["probes"][0]["words"] == ["colour", "big"] and data["n_players"] == 2
     assert snaps.read_probes() == [probe]
 
-    tensors = {"v": torch.randn(1, 4), "salient": torch.tensor([[True, False] * 4])}
-    path = snaps.write_step(7, tensors, {"n_players": 2})
+    v, i_and, i_or, p, q = torch.randn(1, 4), *torch.zeros(4, 1, 4)  # four distinct tensors
+    inter = AndOrInteractions(v=v, i_and=i_and, i_or=i_or, p=p, q=q, n_players=2)
+    tensors = {"v": v, "salient": torch.tensor([[True, False] * 4])}
+    path = snaps.write_step(7, inter, {"salient": tensors["salient"]}, {"n_players": 2})
     assert path.name == step_filename(7) == "step-00000007.safetensors"
     back, meta = snaps.read_step(7)
     assert torch.equal(back["v"], tensors["v"]) and back["salient"].dtype == torch.bool

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from sft_interaction_callback.andor import AndOrInteractions
 from sft_interaction_callback.probing.probes import Probe
 from sft_interaction_callback.snapshots import SnapshotDir, atomic_write_json
 from sft_interaction_callback.tracking.tracker import InteractionTracker
@@ -80,6 +81,11 @@ def _tables(num_probes: int, steps: list[int], seed: int) -> dict[int, tuple]:
     return out
 
 
+def _interactions(v, i_and, i_or) -> AndOrInteractions:
+    p, q = torch.zeros_like(i_and), torch.zeros_like(i_and)  # safetensors refuses shared ones
+    return AndOrInteractions(v=v, i_and=i_and, i_or=i_or, p=p, q=q, n_players=N_PLAYERS)
+
+
 def log_history(last_step: int) -> list[dict]:
     history = [
         {"step": s, "epoch": s / 10, "loss": 3.0 - 0.05 * s + 0.1 * (s % 3), "learning_rate": 1e-3}
@@ -111,16 +117,16 @@ def write_run(
         ref_and = 0.5 * tables[0][0] + 0.5 * ref[20][0]
         ref_or = 0.5 * tables[0][1] + 0.5 * ref[20][1]
         tracker.set_reference(ref_and, ref_or)
-        snap.write_reference({"v": torch.zeros_like(ref_and), "i_and": ref_and, "i_or": ref_or})
+        snap.write_reference(_interactions(torch.zeros_like(ref_and), ref_and, ref_or))
     stop_step = STOP_STEP if stop else None
     for step in STEPS:
         i_and, i_or = tables[step]
         metrics = tracker.set_base(i_and, i_or) if step == 0 else tracker.update(step, i_and, i_or)
         sets = tracker.last_sets()
-        tensors = {"v": torch.randn(len(probes), 1 << N_PLAYERS), "i_and": i_and, "i_or": i_or}
-        tensors["salient"] = sets["preserved"] | sets["emerged"]
-        tensors.update({k: sets[k] for k in ("removed", "preserved", "emerged", "noise")})
-        snap.write_step(step, tensors, {"n_players": N_PLAYERS, "num_probes": len(probes)})
+        inter = _interactions(torch.randn(len(probes), 1 << N_PLAYERS), i_and, i_or)
+        masks = {"salient": sets["preserved"] | sets["emerged"]}
+        masks.update({k: sets[k] for k in ("removed", "preserved", "emerged", "noise")})
+        snap.write_step(step, inter, masks, {"n_players": N_PLAYERS, "num_probes": len(probes)})
         record = {
             "step": step,
             "skipped": False,
