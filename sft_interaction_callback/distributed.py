@@ -317,7 +317,9 @@ class LockstepRunner:
     keep ``probe_batch_size`` modest under FSDP / ZeRO-3.
     """
 
-    def __init__(self, comm: Collective, batch: int, *, on_oom: Callable[[], None] | None = None):
+    def __init__(
+        self, comm: Collective, batch: int, *, on_oom: Callable[[], None] | None = None
+    ) -> None:
         self.comm = comm
         self.batch = max(1, int(batch))
         self.on_oom = on_oom

@@ -69,7 +69,9 @@ class ProbeSchedule:
     :meth:`bind`), not the one given to :meth:`steps`.
     """
 
-    def __init__(self, spec: int | Iterable[int] | None = None, max_steps: int | None = None):
+    def __init__(
+        self, spec: int | Iterable[int] | None = None, max_steps: int | None = None
+    ) -> None:
         if max_steps is not None and (not _is_int(max_steps) or max_steps < 0):
             raise ValueError(
                 f"max_steps must be a non-negative int (the run's total optimizer steps) or "

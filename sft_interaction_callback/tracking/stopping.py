@@ -103,7 +103,7 @@ class NoiseRiseStopper:
         stage_points: int = 2,
         stage_min_fraction: float = 0.05,
         stage_end_step: int | None = None,
-    ):
+    ) -> None:
         _check_int("patience", patience, 1)
         _check_int("warmup_points", warmup_points, 0)
         _check_int("stage_points", stage_points, 1)

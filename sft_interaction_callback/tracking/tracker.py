@@ -163,7 +163,7 @@ class InteractionTracker:
         *,
         noise_min_order: int = 3,
         salient_scope: str = "type",
-    ):
+    ) -> None:
         # Validate the thresholds up front, with the same rules `salient` applies.
         salient(torch.zeros(1, 2), rel=salient_rel, abs=salient_abs)
         if salient_scope not in _SCOPES:
