@@ -20,6 +20,7 @@ from sft_interaction_callback.keys import (
     NOISE_KEY,
     SECONDS_KEY,
     SKIPPED_KEY,
+    SOLVER_GAP_MAX,
     STOP_REASON_KEY,
     STOP_STEP_KEY,
 )
@@ -28,7 +29,13 @@ from sft_interaction_callback.runtime import free_memory, is_out_of_memory
 from sft_interaction_callback.snapshots import try_write, write_probe_point
 from sft_interaction_callback.tracking.stopping import stopper_status
 
-__all__ = ["ProbePoint", "StopDecision", "record_point", "record_skip"]
+__all__ = [
+    "ProbePoint",
+    "StopDecision",
+    "record_point",
+    "record_skip",
+    "solver_gap_metrics",
+]
 
 #: ``(step, reason)``: the stopper fired at ``step``
 StopDecision = tuple[int, str]
@@ -42,6 +49,15 @@ class ProbePoint:
     interactions: AndOrInteractions
     metrics: dict[str, float]
     seconds: float
+
+
+def solver_gap_metrics(interactions: AndOrInteractions) -> dict[str, float]:
+    """``interactions/solver_gap_max``: the largest certified per-probe gap of the fit, when
+    the solver certifies one (how far from an exact optimum the interactions may be)."""
+    gap = interactions.gap
+    if gap is None or gap.numel() == 0:
+        return {}
+    return {SOLVER_GAP_MAX: float(gap.detach().float().max())}
 
 
 def record_point(
@@ -63,7 +79,8 @@ def record_point(
     if noise is not None and math.isfinite(noise):
         progress.last_noise, progress.last_noise_step = float(noise), step
     status = stopper_status(rs.stopper) if cfg.early_stopping else {}
-    logs = {**metrics, **status, SECONDS_KEY: seconds, SKIPPED_KEY: float(progress.skipped)}
+    logs = {**metrics, **solver_gap_metrics(inter), **status, SECONDS_KEY: seconds}
+    logs[SKIPPED_KEY] = float(progress.skipped)
     record: dict[str, Any] = {"step": step, "skipped": False, **logs}
     if stop is not None:
         progress.stop = {"step": stop[0], "reason": stop[1]}

@@ -154,3 +154,14 @@ def test_out_of_memory_errors_are_recognised():
     assert not is_out_of_memory(RuntimeError("shape mismatch"))
     assert not is_out_of_memory(ValueError("out of memory"))
     free_memory()  # a no-op on CPU, must not fail
+
+
+def test_solver_gap_is_logged_only_when_the_fit_certifies_one():
+    from sft_interaction_callback.keys import SOLVER_GAP_MAX
+    from sft_interaction_callback.recording import solver_gap_metrics
+
+    v, i_and, i_or, p, q = torch.zeros(5, 3, 4)
+    inter = AndOrInteractions(v=v, i_and=i_and, i_or=i_or, p=p, q=q, n_players=2)
+    assert solver_gap_metrics(inter) == {}
+    inter.gap = torch.tensor([0.0, 0.25, 0.1])
+    assert solver_gap_metrics(inter) == {SOLVER_GAP_MAX: 0.25}
