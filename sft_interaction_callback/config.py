@@ -14,7 +14,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from numbers import Integral, Real
 from typing import Any
 
-from sft_interaction_callback.keys import BASELINES, MAX_PLAYERS
+from sft_interaction_callback.keys import BASELINES, MAX_PLAYERS, SNAPSHOT_SUBDIR
 
 __all__ = ["InteractionConfig", "config_field_names"]
 
@@ -102,7 +102,7 @@ class InteractionConfig:
         None,
     )
     output_subdir: str = _help(
-        "Snapshots go to <args.output_dir>/<output_subdir>/.", "interactions"
+        "Snapshots go to <args.output_dir>/<output_subdir>/.", SNAPSHOT_SUBDIR
     )
     probe_batch_size: int | None = _help(
         "Masked inputs per forward pass; None picks one from free memory.", None

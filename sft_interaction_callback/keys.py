@@ -72,6 +72,9 @@ def eval_metric_key(prefix: str = "eval") -> str:
 MAX_PLAYERS = 20
 """Most word players per probe (2**20 forward passes per probe is already a lot)."""
 
+SNAPSHOT_SUBDIR = "interactions"
+"""Default folder of the snapshots under the Trainer's ``output_dir``."""
+
 NAMED_BASELINES = ("pad", "unk", "mask", "zero", "mean")
 """Baselines computed directly from the model's embeddings."""
 

@@ -16,8 +16,8 @@ from collections.abc import Iterable, Sequence
 from html import escape
 from typing import Any
 
-from ..keys import NOISE_KEY, REMOVED_FRACTION_KEY, TOTAL_STRENGTH_KEY, category_key
-from .run_data import CATEGORIES, Interaction, ProbeInfo, RunData
+from ..keys import CATEGORIES, NOISE_KEY, REMOVED_FRACTION_KEY, TOTAL_STRENGTH_KEY, category_key
+from .run_data import Interaction, ProbeInfo, RunData
 
 __all__ = ["render_html"]
 

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..keys import NOISE_KEY, REMOVED_FRACTION_KEY, category_key
-from .run_data import CATEGORIES, RunData
+from ..keys import CATEGORIES, NOISE_KEY, REMOVED_FRACTION_KEY, category_key
+from .run_data import RunData
 
 __all__ = [
     "COLORS",

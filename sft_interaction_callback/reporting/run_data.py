@@ -31,14 +31,21 @@ from ..keys import (
     PRESERVED,
     REMOVED,
     SALIENT,
+    SNAPSHOT_SUBDIR,
     STAGE_KEY,
     STOP_REASON_KEY,
     STOP_STEP_KEY,
 )
-from ..snapshots import Snapshot, read_json, read_jsonl, read_snapshot, step_filename
+from ..snapshots import (
+    Snapshot,
+    SnapshotDir,
+    read_json,
+    read_jsonl,
+    read_snapshot,
+    step_filename,
+)
 
 __all__ = [
-    "CATEGORIES",
     "Interaction",
     "NoInteractionsData",
     "ProbeInfo",
@@ -48,8 +55,7 @@ __all__ = [
     "load_run",
 ]
 
-DEFAULT_SUBDIR = "interactions"
-_STEP_RE = re.compile(r"^step-(\d{8})\.safetensors$")
+DEFAULT_SUBDIR = SNAPSHOT_SUBDIR
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -99,7 +105,7 @@ def _looks_like_snapshots(path: Path) -> bool:
             return False
         if (path / "probes.json").is_file() or (path / "metrics.jsonl").is_file():
             return True
-        return any(_STEP_RE.match(p.name) for p in path.iterdir())
+        return bool(SnapshotDir(path).steps())
     except OSError:  # an unreadable folder holds nothing we can report on
         return False
 
@@ -453,9 +459,7 @@ def load_run(path: str | Path) -> RunData:
             by_step[int(r["step"])] = {**r, "step": int(r["step"])}
     records = [by_step[s] for s in sorted(by_step) if not by_step[s].get("skipped")]
     skipped = [s for s in sorted(by_step) if by_step[s].get("skipped")]
-    snapshot_steps = sorted(
-        int(m.group(1)) for m in (_STEP_RE.match(p.name) for p in interactions_dir.iterdir()) if m
-    )
+    snapshot_steps = SnapshotDir(interactions_dir).steps()
     if not records and not snapshot_steps:
         raise NoInteractionsData(
             f"{interactions_dir} holds no probe point yet (metrics.jsonl has no records and "

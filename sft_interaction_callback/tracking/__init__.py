@@ -4,16 +4,11 @@ Pure logic on tensors and plain dicts (no Hugging Face import); the callback wir
 a ``transformers.TrainerCallback``.
 """
 
-from ..keys import CATEGORIES, NOISE_KEY, REMOVED_FRACTION_KEY, TOTAL_STRENGTH_KEY
 from .schedule import ProbeSchedule
 from .stopping import NoiseRiseStopper, Stopper
 from .tracker import InteractionTracker
 
 __all__ = [
-    "CATEGORIES",
-    "NOISE_KEY",
-    "REMOVED_FRACTION_KEY",
-    "TOTAL_STRENGTH_KEY",
     "InteractionTracker",
     "NoiseRiseStopper",
     "ProbeSchedule",

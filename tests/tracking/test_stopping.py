@@ -8,9 +8,8 @@ import math
 import pytest
 import torch
 
+from sft_interaction_callback.keys import NOISE_KEY, REMOVED_FRACTION_KEY
 from sft_interaction_callback.tracking import (
-    NOISE_KEY,
-    REMOVED_FRACTION_KEY,
     InteractionTracker,
     NoiseRiseStopper,
     Stopper,
