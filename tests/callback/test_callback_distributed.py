@@ -35,6 +35,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from sft_interaction_callback.keys import SOLVER_GAP_MAX
 from sft_interaction_callback.snapshots import load_tensors, read_jsonl
 
 HERE = Path(__file__).resolve().parent
@@ -92,10 +93,16 @@ def _metrics(result: dict) -> list[dict]:
     return [{k: v for k, v in e.items() if "seconds" not in k} for e in result["logged"]]
 
 
+#: The fit's certified gap (logged when the solver certifies one) bounds the solver's own
+#: precision; the rounding of another world size moves it by ~1e-4, absolute.
+GAP_ABS_TOL = 1e-3
+
+
 def _close(a: dict, b: dict, rel: float, abs_: float) -> None:
     assert a.keys() == b.keys(), a.keys() ^ b.keys()
     for k in a:
-        assert math.isclose(a[k], b[k], rel_tol=rel, abs_tol=abs_), (a.get("step"), k, a[k], b[k])
+        tol = max(abs_, GAP_ABS_TOL) if k == SOLVER_GAP_MAX else abs_
+        assert math.isclose(a[k], b[k], rel_tol=rel, abs_tol=tol), (a.get("step"), k, a[k], b[k])
 
 
 def _common_checks(one: dict, two: list[dict]) -> None:
