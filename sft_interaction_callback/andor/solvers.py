@@ -12,8 +12,13 @@ here is batched over probes and runs on the tensors' device.
   objective, in its reflected Halpern form with restarts, keeping the best primal
   iterate. Every primal iterate is feasible (``p`` is free and ``q`` is projected onto
   its box), so the objective it reports is always attained.
-* :func:`solve_default`: ADMM with exact Kronecker solves for the split at fixed noise
-  (:mod:`.admm`), PDHG from its result to move the noise too, and ADMM again.
+* :func:`solve_default` (``solver="admm-pdhg"``): ADMM with exact Kronecker solves for
+  the split at fixed noise (:mod:`.admm`), PDHG from its result to move the noise too,
+  and ADMM again.
+
+These are approximate; the library's default is the exact LP of :mod:`.exact`, and these
+serve games too large for it (``n > 12``) and comparisons. Every fit is certified by
+:mod:`.certificate`, so an approximate answer says how far from optimal it may be.
 """
 
 from __future__ import annotations
@@ -100,7 +105,8 @@ def solve_pdhg(
     check_every: int = 10,
     work_dtype: torch.dtype | None = None,
     start: tuple[torch.Tensor, torch.Tensor] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    return_dual: bool = False,
+):
     """Reflected, restarted Halpern PDHG on the folded objective; returns ``(p, q)``.
 
     One PDHG step ``T`` (diagonal Pock-Chambolle step sizes; ``step_balance`` trades
@@ -112,7 +118,8 @@ def solve_pdhg(
     once no probe's best objective has moved for 30 checks. The iterations run in
     ``work_dtype`` (float32 by default: the game is normalised to unit scale first).
     ``start`` adds a candidate starting point ``(p, q)`` in the units of ``v``; the best of
-    it, "all AND", "all OR" and the even split is used.
+    it, "all AND", "all OR" and the even split is used. ``return_dual`` also returns the
+    dual direction ``lam = K_q^T y`` of the last iterate, for the certificate.
     """
     n = v.shape[-1].bit_length() - 1
     work_dtype = work_dtype or torch.float32
@@ -185,6 +192,9 @@ def solve_pdhg(
             break
     if not bool(torch.isfinite(best_obj).all()):
         raise FloatingPointError("PDHG produced a non-finite objective")
+    if return_dual:
+        lam = fmap.transpose(z[2].to(torch.float64), z[3].to(torch.float64))[1]
+        return best_p * scale, best_q * scale, lam
     return best_p * scale, best_q * scale
 
 
@@ -195,23 +205,32 @@ def solve_default(
     *,
     iterations: int = 1500,
     admm_iterations: int = 300,
+    return_dual: bool = False,
     **pdhg_options,
-) -> tuple[torch.Tensor, torch.Tensor]:
+):
     """ADMM on the OR atoms (no noise), then PDHG from there (with noise), then ADMM again.
 
     The ADMM stages solve the split exactly-conditioned but with ``q`` held fixed (they
     find sparse, planted-like structure fast); PDHG moves ``p`` and ``q`` together. Each
     stage starts from the previous best, and the best split by folded objective wins.
+    ``return_dual`` also returns PDHG's dual direction (for the certificate).
     """
     scale = game_scale(v).to(torch.float64)
     vs = v.to(torch.float64) / scale
     fmap = FoldedInteractionMap.build(v.shape[-1].bit_length() - 1, v.device)
     zero = torch.zeros_like(vs)
     p0 = solve_or_atoms(vs, zero, iterations=admm_iterations)
-    p1, q1 = solve_pdhg(
-        vs, bound / scale[..., 0], iterations=iterations, start=(p0, zero), **pdhg_options
+    p1, q1, lam = solve_pdhg(
+        vs,
+        bound / scale[..., 0],
+        iterations=iterations,
+        start=(p0, zero),
+        return_dual=True,
+        **pdhg_options,
     )
     p2 = solve_or_atoms(vs, q1, iterations=admm_iterations)
     candidates = [(p0, zero), (p1, q1), (p2, q1)]
     p, q, _ = _best_split(fmap, vs, candidates)
+    if return_dual:
+        return p * scale, q * scale, lam
     return p * scale, q * scale

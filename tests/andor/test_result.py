@@ -30,9 +30,10 @@ def test_save_load_round_trips_every_tensor_and_the_words_exactly(tmp_path):
         a, b = getattr(r, name), getattr(back, name)
         assert a.dtype == b.dtype and torch.equal(a, b), name
     assert back.words == r.words and back.probe_ids == r.probe_ids
-    assert back.step == 40 and back.n_players == 4 and back.meta == {"seconds": 1.5}
+    assert back.step == 40 and back.n_players == 4
+    assert back.meta == {"solver": "exact", "noise_bound": 0.02, "seconds": 1.5}
     extras, meta = AndOrInteractions.read_extras(path)
-    assert torch.equal(extras["salient"], extra["salient"]) and meta == {"seconds": 1.5}
+    assert torch.equal(extras["salient"], extra["salient"]) and meta == back.meta
     assert not list(tmp_path.glob("*.tmp")), "the atomic write leaves no temporary file"
 
 
