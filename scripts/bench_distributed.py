@@ -95,7 +95,7 @@ def worker(a: argparse.Namespace) -> None:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         dist.init_process_group("gloo")
     from sft_interaction_callback.distributed import Collective
-    from sft_interaction_callback.extract import ValueExtractor
+    from sft_interaction_callback.engine import ValueExtractor
 
     comm = Collective()
     tok = _tokenizer()
