@@ -14,11 +14,11 @@ from dataclasses import MISSING, dataclass, field, fields
 from numbers import Integral, Real
 from typing import Any
 
+from sft_interaction_callback.andor.decomposition import SOLVERS
 from sft_interaction_callback.keys import BASELINES, MAX_PLAYERS, SNAPSHOT_SUBDIR
 
 __all__ = ["InteractionConfig", "config_field_names"]
 
-SOLVERS = ("default", "pdhg", "reference")
 SCOPES = ("joint", "type")
 MISSING_SNAPSHOT = ("error", "rebuild")
 DISTRIBUTED = ("auto", "local", "lockstep")
@@ -107,7 +107,11 @@ class InteractionConfig:
     probe_batch_size: int | None = _help(
         "Masked inputs per forward pass; None picks one from free memory.", None
     )
-    solver: str = _help("AND-OR solver: 'default', 'pdhg' or 'reference'.", "default")
+    solver: str = _help(
+        "AND-OR solver: 'default' (the exact, certified, canonical LP up to 12 players; "
+        "'admm-pdhg' beyond), 'exact', 'admm-pdhg', 'pdhg' or 'reference'.",
+        "default",
+    )
     solver_options: dict[str, Any] | None = _help(
         "Extra keyword options for the solver (e.g. {'iterations': 500}); see fit_and_or.",
         None,
