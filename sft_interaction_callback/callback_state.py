@@ -69,7 +69,12 @@ class RunProgress:
 
 
 def make_tracker(cfg: InteractionConfig) -> InteractionTracker:
-    return InteractionTracker(cfg.salient_rel, cfg.salient_abs, salient_scope=cfg.salient_scope)
+    return InteractionTracker(
+        cfg.salient_rel,
+        cfg.salient_abs,
+        salient_scope=cfg.salient_scope,
+        match_type=cfg.match_type,
+    )
 
 
 def make_stopper(cfg: InteractionConfig) -> Any:

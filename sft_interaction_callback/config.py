@@ -80,6 +80,12 @@ class InteractionConfig:
         "each type's own max.",
         "joint",
     )
+    match_type: bool = _help(
+        "Match interactions across checkpoints by (probe, type, subset) as in DESIGN.md §5; "
+        "False matches by (probe, subset) whatever the type (an AND that turns OR is "
+        "preserved, not removed and emerged).",
+        True,
+    )
     reference_model: Any = _help(
         "Optional reference model (object or path) for generalizability gamma; extracted "
         "once at step 0, cached in reference.safetensors, then released.",
@@ -163,6 +169,8 @@ class InteractionConfig:
             not _is_number(self.salient_abs) or not self.salient_abs >= 0
         ):
             raise ValueError(f"salient_abs={self.salient_abs!r}: use None or a number >= 0")
+        if not isinstance(self.match_type, bool):
+            raise ValueError(f"match_type={self.match_type!r}: use True or False")
         if self.salient_scope not in SCOPES:
             raise ValueError(f"salient_scope={self.salient_scope!r}: use one of {SCOPES}")
         self._validate_baseline()

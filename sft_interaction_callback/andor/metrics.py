@@ -114,18 +114,39 @@ def order_histogram(
 
 
 def classify(
-    base_mask: torch.Tensor, preserved_mask: torch.Tensor, current_mask: torch.Tensor
+    base_mask: torch.Tensor,
+    preserved_mask: torch.Tensor,
+    current_mask: torch.Tensor,
+    *,
+    by_subset: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Removed, preserved and newly emerged subsets at one checkpoint (DESIGN.md §5).
 
     ``base_mask`` is ``Omega_0`` (before SFT), ``preserved_mask`` is ``P_{t-1}`` (pass
     ``base_mask`` at the first checkpoint) and ``current_mask`` is ``Omega_t``:
     ``R_t = Omega_0 - Omega_t``, ``P_t = P_{t-1} & Omega_t``, ``E_t = Omega_t - P_t``.
+
+    ``by_subset=True`` reads the masks as AND then OR (last dim ``2 * 2**n``) and matches
+    interactions by subset whatever their type (a subset salient as AND at one checkpoint
+    and as OR at the next is preserved); each returned set holds the salient entries, of
+    either type, of its subsets (removed: at the base; preserved, emerged: now).
     """
     if not (base_mask.shape == preserved_mask.shape == current_mask.shape):
         raise ValueError(
             "classify() needs masks of one shape; got "
             f"{tuple(base_mask.shape)}, {tuple(preserved_mask.shape)}, {tuple(current_mask.shape)}"
+        )
+    if by_subset:
+        half = base_mask.shape[-1] // 2
+
+        def fold(m: torch.Tensor) -> torch.Tensor:
+            return m[..., :half] | m[..., half:]
+
+        r, p, e = classify(fold(base_mask), fold(preserved_mask), fold(current_mask))
+        return (
+            torch.cat((r, r), -1) & base_mask,
+            torch.cat((p, p), -1) & current_mask,
+            torch.cat((e, e), -1) & current_mask,
         )
     removed = base_mask & ~current_mask
     preserved = preserved_mask & current_mask

@@ -105,7 +105,8 @@ class InteractionTracker:
     instead, or as well: the larger one wins). ``salient_scope="type"`` (default, as in the
     design) takes the max over the AND and the OR table separately; ``"joint"`` over both.
     Interactions are matched by (probe, type, subset): AND and OR are concatenated along the
-    last dimension, so the same subset in the two types is two different entries.
+    last dimension, so the same subset in the two types is two different entries;
+    ``match_type=False`` matches by (probe, subset) whatever the type (``andor.classify``).
 
     With ``Omega_0`` from :meth:`set_base`: ``R_t = Omega_0 - Omega_t``,
     ``P_t = P_{t-1} & Omega_t`` (``P_0 = Omega_0``), ``E_t = Omega_t - P_t``; an interaction
@@ -134,12 +135,10 @@ class InteractionTracker:
     it. Their ``strength_norm`` is accordingly normalised by the base total
     ``sum |I_0(S)|``. Preserved and emerged use the current ``I_t``.
 
-    Averages: counts, strengths, ``strength_norm``, noise and total strength are defined
-    for every probe and use the plain mean. ``rho``, ``gamma``, ``mean_order`` and the
-    removed ``fraction`` are undefined (NaN) for a probe whose set is empty (or, for the
-    fraction, whose ``Omega_0`` is empty); they are averaged over the probes where they are
-    defined, and are **NaN** when no probe defines them. The key set is always the same
-    (``gamma`` keys appear only with a reference), so CSV-like sinks see fixed columns.
+    Averages: counts, strengths, ``strength_norm``, noise and total strength use the plain
+    mean. ``rho``, ``gamma``, ``mean_order`` and the removed ``fraction`` are NaN for a probe
+    whose set (for the fraction: ``Omega_0``) is empty, averaged over the probes that define
+    them, NaN when none does. The key set is fixed (``gamma`` only with a reference).
 
     The noise signal (DESIGN.md §7), per probe ``p``, at checkpoint ``t``::
 
@@ -163,19 +162,19 @@ class InteractionTracker:
         *,
         noise_min_order: int = 3,
         salient_scope: str = "type",
+        match_type: bool = True,
     ) -> None:
         # Validate the thresholds up front, with the same rules `salient` applies.
         salient(torch.zeros(1, 2), rel=salient_rel, abs=salient_abs)
         if salient_scope not in _SCOPES:
             raise ValueError(f"salient_scope must be one of {_SCOPES}, got {salient_scope!r}")
-        if isinstance(noise_min_order, bool) or not isinstance(noise_min_order, int):
+        if type(noise_min_order) is not int or noise_min_order < 1:
             raise ValueError(f"noise_min_order must be an int >= 1, got {noise_min_order!r}")
-        if noise_min_order < 1:
-            raise ValueError(f"noise_min_order must be an int >= 1, got {noise_min_order}")
         self.salient_rel = salient_rel
         self.salient_abs = salient_abs
         self.salient_scope = salient_scope
         self.noise_min_order = noise_min_order
+        self.match_type = bool(match_type)
 
         self._base_i: torch.Tensor | None = None
         self._base_mask: torch.Tensor | None = None
@@ -307,7 +306,9 @@ class InteractionTracker:
         dev = table.device
         base_i = self._base_i.to(dev, table.dtype)
         base_mask = self._base_mask.to(dev)
-        removed, preserved, emerged = classify(base_mask, self._preserved.to(dev), mask)
+        removed, preserved, emerged = classify(
+            base_mask, self._preserved.to(dev), mask, by_subset=not self.match_type
+        )
         sets = {REMOVED: removed, PRESERVED: preserved, EMERGED: emerged}
         orders = subset_orders(self._n, dev).repeat(2)
         nonempty = orders > 0

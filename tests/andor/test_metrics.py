@@ -114,3 +114,18 @@ def test_metrics_are_batched_per_probe():
     i = torch.stack([t(0.0, 1.0, 1.0, 0.0), t(0.0, 1.0, -1.0, 0.0)])
     mask = salient(i)
     assert uncancelled_ratio(i, mask).tolist() == pytest.approx([1.0, 0.0])
+
+
+def test_classify_by_subset_keeps_an_interaction_that_changes_type():
+    n = 2
+    size = 1 << n
+    base = torch.zeros(1, 2 * size, dtype=torch.bool)
+    now = torch.zeros_like(base)
+    base[0, 3] = True  # {0, 1} salient as AND at step 0
+    now[0, size + 3] = True  # ... and as OR now
+    now[0, 1] = True  # {0} newly salient
+    r, p, e = classify(base, base, now)
+    assert r[0, 3] and e[0, size + 3] and not p.any()
+    r, p, e = classify(base, base, now, by_subset=True)
+    assert not r.any() and p[0, size + 3] and not p[0, 3]
+    assert e[0, 1] and int(e.sum()) == 1

@@ -336,3 +336,23 @@ def test_empty_set_does_not_set_the_relative_threshold(scope):
     tr = InteractionTracker(salient_scope=scope)
     tr.set_base(i_and, i_or)
     assert members(tr.last_sets()["preserved"]) == {"A1", "A3", "O6"}
+
+
+def test_match_type_false_tracks_subsets_across_types():
+    from sft_interaction_callback.tracking import InteractionTracker
+
+    size = 8
+    i_and = torch.zeros(1, size)
+    i_or = torch.zeros(1, size)
+    i_and[0, 3] = 1.0  # {0, 1} as AND at step 0
+    moved_and, moved_or = torch.zeros(1, size), torch.zeros(1, size)
+    moved_or[0, 3] = 1.0  # the same subset as OR later
+    by_type = InteractionTracker(0.05)
+    by_type.set_base(i_and, i_or)
+    m = by_type.update(10, moved_and, moved_or)
+    assert m["interactions/removed/count"] == 1 and m["interactions/emerged/count"] == 1
+    by_subset = InteractionTracker(0.05, match_type=False)
+    by_subset.set_base(i_and, i_or)
+    m = by_subset.update(10, moved_and, moved_or)
+    assert m["interactions/removed/count"] == 0 and m["interactions/emerged/count"] == 0
+    assert m["interactions/preserved/count"] == 1
