@@ -1,0 +1,374 @@
+"""Shared machinery of the issue-14 studies (MiniLM LP-FT and the causal LM).
+
+One training run per (config, seed) records, at every point of one step grid (probe
+points = evaluation points), everything any stop rule needs, so that every stop is
+replayed afterwards from stored curves (:mod:`stops`):
+
+* the ``interactions/...`` metrics of ``InteractionCallback`` (``metrics.jsonl``);
+* the EB-criterion statistic of Mahsereci et al. 2017 (:class:`EBCriterion`), label-free;
+* loss and accuracy on the tuning split (what eval-loss patience reads);
+* accuracy on the judging split (used only to score a stop, and by the oracle).
+
+It also measures the **floor** of the interaction metrics (:func:`measure_floor`): the
+same tracker quantities for the step-0 model with its weights perturbed by a tiny
+relative noise, i.e. what an unchanged model scores.
+
+Data protocol (GoEmotions, single-label rows): ``dev.tsv`` is shuffled with the data
+seed and halved; the first half is the tuning split, the second the judging split
+(``--judge-file`` replaces the judging split by any labelled TSV in GoEmotions' format).
+Training, tuning and probe rows never share a text with the judging rows.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "goemotions"
+CACHE = Path.home() / ".cache" / "sft_interaction_callback"
+
+
+# ---------------------------------------------------------------------- data
+def read_rows(path: Path) -> list[tuple[str, int]]:
+    """Single-label rows ``(text, label)`` of a GoEmotions-format TSV (text, labels, id)."""
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) < 2 or not parts[0].strip():
+                continue
+            labels = [x for x in parts[1].split(",") if x.strip()]
+            if len(labels) == 1:
+                rows.append((parts[0], int(labels[0])))
+    return rows
+
+
+def read_label_names(data_dir: Path) -> list[str]:
+    return [x.strip() for x in (data_dir / "ekman" / "labels.txt").read_text().splitlines() if x]
+
+
+def inject_noise(labels: list[int], share: float, num_labels: int, seed: int) -> list[int]:
+    """A seeded ``share`` of the rows get a uniformly random *different* label."""
+    rng = random.Random(seed)
+    out = list(labels)
+    for i in rng.sample(range(len(out)), int(round(share * len(out)))):
+        out[i] = rng.choice([c for c in range(num_labels) if c != out[i]])
+    return out
+
+
+@dataclass
+class Splits:
+    train: list[tuple[str, int]]
+    tune: list[tuple[str, int]]
+    judge: list[tuple[str, int]]
+    judge_source: str
+    counts: dict[str, int]
+
+
+def make_splits(
+    data_dir: Path,
+    judge_file: Path | None,
+    *,
+    train_size: int,
+    tune_size: int,
+    judge_size: int,
+    data_seed: int = 0,
+) -> Splits:
+    """Disjoint train / tuning / judging rows (see the module docstring)."""
+    dev = read_rows(data_dir / "ekman" / "dev.tsv")
+    order = list(range(len(dev)))
+    random.Random(data_seed + 1).shuffle(order)
+    half = len(order) // 2
+    tune_half = [dev[i] for i in order[:half]]
+    if judge_file is None:
+        judge = [dev[i] for i in order[half:]][:judge_size]
+        source = f"judging half of {data_dir / 'ekman' / 'dev.tsv'} (seed {data_seed})"
+    else:
+        judge = read_rows(Path(judge_file))[:judge_size]
+        source = str(judge_file)
+    banned = {t for t, _ in judge}
+    tune = [r for r in tune_half if r[0] not in banned][:tune_size]
+    banned |= {t for t, _ in tune}
+    train_all = [r for r in read_rows(data_dir / "ekman" / "train.tsv") if r[0] not in banned]
+    rng = random.Random(data_seed)
+    idx = rng.sample(range(len(train_all)), train_size)
+    train = [train_all[i] for i in idx]
+    return Splits(
+        train,
+        tune,
+        judge,
+        source,
+        {"train": len(train), "tune": len(tune), "judge": len(judge), "dev_single": len(dev)},
+    )
+
+
+def pick_probes(
+    rows: Sequence[tuple[str, int]], tokenizer: Any, n_players: int, k: int, max_tokens: int
+) -> list[int]:
+    """Indices of ``k`` short rows with ``>= n_players`` eligible words, distinct labels
+    first (a probe costs ``2**n`` forward passes of its full length)."""
+    from sft_interaction_callback.probing import eligible_words
+
+    cands = []
+    for i, (text, y) in enumerate(rows):
+        if len(eligible_words(text, tokenizer=tokenizer)) >= n_players:
+            length = len(tokenizer(text)["input_ids"])
+            if length <= max_tokens:
+                cands.append((length, i, y))
+    cands.sort()
+    pool = cands[: 10 * k]
+    out, seen = [], set()
+    for _, i, y in pool:
+        if y not in seen and len(out) < k:
+            out.append(i)
+            seen.add(y)
+    for _, i, _ in pool:
+        if len(out) >= k:
+            break
+        if i not in out:
+            out.append(i)
+    return out
+
+
+# ---------------------------------------------------------------------- EB criterion
+class EBCriterion:
+    """The EB-criterion of Mahsereci et al. 2017, "Early Stopping without a Validation Set".
+
+    At the requested steps it draws a fixed-size minibatch of ``B`` training examples
+    (seeded, its own RNG), computes the per-example gradients of the training loss over
+    the trainable parameters, their mean ``g_k`` and unbiased variance
+    ``S_k = sum_b (g_bk - g_k)^2 / (B - 1)``, and records
+
+        EB = 1 - (B / D) * sum_k g_k^2 / S_k
+
+    over the ``D`` coordinates with ``S_k > 0`` (coordinates that no example touches, e.g.
+    embedding rows of absent words, carry no information and are left out). The rule
+    stops when ``EB > 0``: the gradient is no larger than its own sampling noise.
+
+    The model runs in eval mode (no dropout; no RNG is consumed) with
+    ``torch.autograd.grad`` (``.grad`` untouched), so training is not changed.
+    ``loss_of(model, examples)`` returns the mean loss of a list of examples.
+    """
+
+    def __init__(
+        self,
+        examples: Sequence[Any],
+        loss_of: Callable[[Any, Sequence[Any]], Any],
+        *,
+        batch: int = 32,
+        seed: int = 0,
+    ) -> None:
+        rng = random.Random(seed)
+        self.examples = list(examples)
+        self.loss_of = loss_of
+        self.batch = min(batch, len(self.examples))
+        self.rng = rng
+        self.values: dict[int, float] = {}
+        self.dims: dict[int, int] = {}
+        self.seconds = 0.0
+
+    def measure(self, model: Any, step: int) -> float:
+        import torch
+
+        t0 = time.perf_counter()
+        params = [p for p in model.parameters() if p.requires_grad]
+        picks = [self.examples[i] for i in self.rng.sample(range(len(self.examples)), self.batch)]
+        was_training = model.training
+        model.eval()
+        s1 = [torch.zeros_like(p, dtype=torch.float64) for p in params]
+        s2 = [torch.zeros_like(p, dtype=torch.float64) for p in params]
+        try:
+            for ex in picks:
+                with torch.enable_grad():
+                    loss = self.loss_of(model, [ex])
+                    grads = torch.autograd.grad(loss, params, allow_unused=True)
+                for a, b, g in zip(s1, s2, grads, strict=True):
+                    if g is not None:
+                        g = g.detach().double()
+                        a += g
+                        b += g * g
+        finally:
+            model.train(was_training)
+        B = self.batch
+        snr, dims = 0.0, 0
+        for a, b in zip(s1, s2, strict=True):
+            mean = a / B
+            var = (b - B * mean * mean) / (B - 1)
+            keep = var > 1e-30
+            dims += int(keep.sum())
+            snr += float((mean[keep] ** 2 / var[keep]).sum())
+        value = 1.0 - (B / dims) * snr if dims else math.nan
+        self.values[int(step)] = value
+        self.dims[int(step)] = dims
+        self.seconds += time.perf_counter() - t0
+        return value
+
+
+# ---------------------------------------------------------------------- the grid callback
+def grid_callback(
+    grid: Sequence[int],
+    measure: Callable[[Any, int], None],
+) -> Any:
+    """A TrainerCallback that calls ``measure(model, step)`` at step 0 (train begin) and
+    after every optimizer step in ``grid``."""
+    from transformers import TrainerCallback
+
+    steps = set(int(s) for s in grid)
+
+    class GridMeasures(TrainerCallback):
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if 0 in steps:
+                measure(kw["model"], 0)
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if int(state.global_step) in steps:
+                measure(kw["model"], int(state.global_step))
+
+    return GridMeasures()
+
+
+def no_rng_change() -> Any:
+    """A context that restores Python / torch RNG states (measurements never move them)."""
+    import contextlib
+
+    import torch
+
+    @contextlib.contextmanager
+    def ctx() -> Any:
+        py, th = random.getstate(), torch.get_rng_state()
+        try:
+            yield
+        finally:
+            random.setstate(py)
+            torch.set_rng_state(th)
+
+    return ctx()
+
+
+# ---------------------------------------------------------------------- floor
+def measure_floor(
+    model0: Any,
+    tokenizer: Any,
+    snap_dir: Path,
+    *,
+    kind: str,
+    config: Any,
+    rel: float = 1e-3,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Tracker metrics of the step-0 model with every weight perturbed by ``rel`` times
+    its tensor's std (Gaussian): what an unchanged model scores against step 0.
+
+    Same probes, players, baseline, solver and tracker settings as the run
+    (``probes.json``, ``step-00000000`` and ``reference`` snapshots of ``snap_dir``).
+    """
+    import torch
+
+    from sft_interaction_callback.andor import AndOrInteractions
+    from sft_interaction_callback.callback_state import make_tracker
+    from sft_interaction_callback.engine import ValueExtractor
+    from sft_interaction_callback.snapshots import SnapshotDir
+
+    sd = SnapshotDir(snap_dir)
+    probes = sd.read_probes()
+    base = AndOrInteractions.load(sd.step_path(0))
+    model = copy.deepcopy(model0).eval()
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.numel() > 1:
+                p.add_(torch.randn(p.shape, generator=gen) * rel * float(p.float().std()))
+    ex = ValueExtractor.from_config(config, tokenizer, kind=kind, baseline=config.baseline)
+    inter = ex.measure(model, probes)
+    tracker = make_tracker(config)
+    if sd.reference_path.is_file():
+        ref = AndOrInteractions.load(sd.reference_path)
+        tracker.set_reference(ref.i_and, ref.i_or)
+    tracker.set_base(base.i_and, base.i_or)
+    out = tracker.update(1, inter.i_and, inter.i_or)
+    return {
+        k: (None if isinstance(v, float) and math.isnan(v) else float(v)) for k, v in out.items()
+    }
+
+
+# ---------------------------------------------------------------------- records
+def interaction_points(snap_dir: Path) -> dict[int, dict[str, float]]:
+    """``{step: metrics}`` of ``metrics.jsonl`` (skipped points left out), floats only."""
+    from sft_interaction_callback.snapshots import read_jsonl
+
+    out = {}
+    for r in read_jsonl(Path(snap_dir) / "metrics.jsonl"):
+        if r.get("skipped"):
+            continue
+        out[int(r["step"])] = {
+            k: float(v)
+            for k, v in r.items()
+            if k.startswith("interactions/") and isinstance(v, (int, float)) and math.isfinite(v)
+        }
+    return out
+
+
+def order_histograms(run_dir: Path, steps: Sequence[int]) -> dict[str, Any]:
+    """Per-category order histograms (mean over probes) at the given probe steps."""
+    from sft_interaction_callback.reporting.run_data import load_run
+
+    run = load_run(run_dir)
+    out = {}
+    for s in steps:
+        try:
+            h = run.order_histograms(s)
+        except Exception:  # noqa: BLE001 - a histogram never loses the run
+            h = None
+        out[str(s)] = h
+    return out
+
+
+def pip_freeze() -> list[str]:
+    try:
+        text = subprocess.run(
+            [sys.executable, "-m", "pip", "freeze", "--exclude-editable"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        ).stdout
+    except Exception as err:  # noqa: BLE001
+        return [f"# pip freeze failed: {err}"]
+    return [line for line in text.splitlines() if line and not line.startswith("-e ")]
+
+
+def write_json(path: Path, data: Any) -> None:
+    from sft_interaction_callback.snapshots import json_safe
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(json_safe(data), indent=1, allow_nan=False) + "\n")
+    tmp.replace(path)
+
+
+def aggregate(out: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """``out/runs.json``: every finished run in ``out/runs/`` with its replayed stops."""
+    from stops import judge
+
+    runs = []
+    for p in sorted((out / "runs").glob("*.json")):
+        rec = json.loads(p.read_text())
+        rec["stops"] = judge(rec)
+        runs.append(rec)
+    payload = {"meta": meta, "runs": runs}
+    write_json(out / "runs.json", payload)
+    return payload
+
+
+def run_name(noise: float, method: str, seed: int) -> str:
+    return f"noise{int(round(100 * noise)):02d}-{method}-seed{seed}"
