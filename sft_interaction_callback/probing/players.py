@@ -46,6 +46,9 @@ _MARKUP_RE = re.compile(
     r"|\[(?:CLS|SEP|PAD|MASK|UNK|BOS|EOS)\]"
     r"|<(?:start_of_turn|end_of_turn|bos|eos|pad|unk|mask|eot|sep|cls)>"
 )
+#: Bracketed placeholders that data sets put where text was anonymised: ``[NAME]``,
+#: ``[RELIGION]``, ``<user>``, ``{name}``, ``@USER``; never a player.
+_PLACEHOLDER_RE = re.compile(r"\[\s*\w+\s*\]|<\s*\w+\s*>|\{\s*\w+\s*\}|@USER\b|@user\b")
 #: A role word right after markup (``<|im_start|>user``) or right before a header end.
 _ROLE_AFTER_RE = re.compile(r"\s*(\w+)")
 
@@ -55,8 +58,10 @@ def _normalise(word: str) -> str:
 
 
 def template_spans(text: str, tokenizer: Any = None) -> list[Span]:
-    """Character spans of template markup in ``text``: special-token text and role headers."""
+    """Character spans of template markup in ``text``: special-token text, role headers and
+    bracketed placeholders (``[NAME]``, ``<user>``, ``{name}``)."""
     spans: list[Span] = [m.span() for m in _MARKUP_RE.finditer(text)]
+    spans += [m.span() for m in _PLACEHOLDER_RE.finditer(text)]
     if tokenizer is not None:
         for tok in _special_token_texts(tokenizer):
             start = text.find(tok)
@@ -89,15 +94,36 @@ def _overlaps(span: Span, others: Sequence[Span]) -> bool:
     return any(a < e and s < b for a, b in others)
 
 
+def normalised_words(words: Iterable[str] | None) -> frozenset[str]:
+    """``words`` as :func:`eligible_words` compares them (lower case, straight apostrophes)."""
+    return frozenset(_normalise(w) for w in words or ())
+
+
+def template_literal_words(template: str) -> frozenset[str]:
+    """The words of a text template outside its ``{field}`` placeholders.
+
+    ``"Comment: {text}\nEmotion:"`` -> ``{"comment", "emotion"}``: the words every prompt
+    rendered with the template shares, which must not become players.
+    """
+    literal = re.sub(r"\{[^{}]*\}", " ", template)
+    return frozenset(_normalise(literal[s:e]) for s, e in word_spans(literal))
+
+
 def eligible_words(
-    prompt: str, *, tokenizer: Any = None, regions: Iterable[Span] | None = None
+    prompt: str,
+    *,
+    tokenizer: Any = None,
+    regions: Iterable[Span] | None = None,
+    exclude: Iterable[str] | None = None,
 ) -> list[Span]:
-    """Word spans that may be players: not stop words, not markup, inside ``regions`` if given."""
+    """Word spans that may be players: not stop words, not markup or placeholders, not in
+    ``exclude`` (template words, compared case-insensitively), inside ``regions`` if given."""
     markup = template_spans(prompt, tokenizer)
     allowed = None if regions is None else sorted(regions)
+    skip = STOP_WORDS | normalised_words(exclude)
     out: list[Span] = []
     for s, e in word_spans(prompt):
-        if _normalise(prompt[s:e]) in STOP_WORDS or _overlaps((s, e), markup):
+        if _normalise(prompt[s:e]) in skip or _overlaps((s, e), markup):
             continue
         if allowed is not None and not any(a <= s and e <= b for a, b in allowed):
             continue
@@ -113,19 +139,21 @@ def select_players(
     strategy: str = "spread",
     seed: int = 0,
     regions: Iterable[Span] | None = None,
+    exclude: Iterable[str] | None = None,
 ) -> list[Span]:
     """Choose ``n`` word spans of ``prompt`` as players, sorted by position.
 
     ``strategy="spread"`` takes words evenly over the eligible ones (so the players cover the
     whole prompt); ``"random"`` samples them with ``seed``. ``regions`` restricts the choice to
     character ranges (e.g. the user turns of a rendered chat). With fewer eligible words than
-    ``n``, all of them are used and a warning says so.
+    ``n``, all of them are used and a warning says so. ``exclude``: words never chosen
+    (template text), compared case-insensitively.
     """
     if not 1 <= n <= MAX_PLAYERS:
         raise ValueError(f"n={n}: choose between 1 and {MAX_PLAYERS} players")
     if strategy not in ("spread", "random"):
         raise ValueError(f"strategy={strategy!r}: use 'spread' or 'random'")
-    words = eligible_words(prompt, tokenizer=tokenizer, regions=regions)
+    words = eligible_words(prompt, tokenizer=tokenizer, regions=regions, exclude=exclude)
     if len(words) <= n:
         if len(words) < n:
             short = prompt if len(prompt) <= 60 else prompt[:57] + "..."

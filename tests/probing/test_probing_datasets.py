@@ -31,7 +31,10 @@ def inside(probe, regions):
 
 
 def test_chat_rows_use_template_and_user_words_only(chat_tokenizer):
-    probes = probes_from_dataset(CHAT_ROWS, tokenizer=chat_tokenizer, n_players=5, num_probes=3)
+    # the rows differ only by a number: template detection would leave one word, so off
+    probes = probes_from_dataset(
+        CHAT_ROWS, tokenizer=chat_tokenizer, n_players=5, num_probes=3, template=None
+    )
     assert len(probes) == 3
     for p in probes:
         i = int(p.id)
@@ -47,18 +50,11 @@ def test_chat_rows_use_template_and_user_words_only(chat_tokenizer):
 
 
 def test_sampling_is_deterministic_by_seed(chat_tokenizer):
-    a = probes_from_dataset(CHAT_ROWS, tokenizer=chat_tokenizer, n_players=4, num_probes=3, seed=1)
-    b = probes_from_dataset(CHAT_ROWS, tokenizer=chat_tokenizer, n_players=4, num_probes=3, seed=1)
+    kw = {"tokenizer": chat_tokenizer, "n_players": 4, "num_probes": 3, "template": None}
+    a = probes_from_dataset(CHAT_ROWS, seed=1, **kw)
+    b = probes_from_dataset(CHAT_ROWS, seed=1, **kw)
     assert a == b
-    ids = {
-        tuple(
-            p.id
-            for p in probes_from_dataset(
-                CHAT_ROWS, tokenizer=chat_tokenizer, n_players=4, num_probes=3, seed=s
-            )
-        )
-        for s in range(5)
-    }
+    ids = {tuple(p.id for p in probes_from_dataset(CHAT_ROWS, seed=s, **kw)) for s in range(5)}
     assert len(ids) > 1
 
 
@@ -130,18 +126,21 @@ def test_datasets_dataset_with_classlabel(tokenizer):
             {"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["joy", "fear"])}
         ),
     )
-    probes = probes_from_dataset(ds, tokenizer=tokenizer, n_players=3, num_probes=3)
-    assert sorted(p.target for p in probes) == [" fear", " joy", " joy"]
+    with pytest.warns(UserWarning, match="1 duplicate prompt"):  # rows 0 and 2 are one probe
+        probes = probes_from_dataset(
+            ds, tokenizer=tokenizer, n_players=3, num_probes=3, template=None
+        )
+    assert sorted(p.target for p in probes) == [" fear", " joy"]
 
 
-def test_short_rows_used_last_with_warning(tokenizer):
+def test_short_rows_lower_the_common_players_count_with_one_warning(tokenizer):
     rows = [
         {"prompt": "Paint stones.", "completion": " ok"},
         {"prompt": "Keepers paint bright stones blue nightly.", "completion": " ok"},
     ]
-    with pytest.warns(UserWarning, match="fewer players"):
+    with pytest.warns(UserWarning, match="every probe gets 2 players .* n_players=2") as rec:
         probes = probes_from_dataset(rows, tokenizer=tokenizer, n_players=4, num_probes=2)
-    assert [p.n_players for p in probes] == [4, 2]
+    assert len(rec) == 1 and [p.n_players for p in probes] == [2, 2]
 
 
 def test_unknown_row_format(tokenizer):
@@ -178,7 +177,7 @@ def test_streaming_rows_are_read_up_to_max_rows(tokenizer):
             i += 1
 
     probes = probes_from_dataset(
-        stream(), tokenizer=tokenizer, n_players=3, num_probes=2, max_rows=5
+        stream(), tokenizer=tokenizer, n_players=3, num_probes=2, max_rows=5, template=None
     )
     assert len(probes) == 2 and all(int(p.id) < 5 for p in probes)
 
