@@ -13,6 +13,8 @@ import argparse
 import sys
 from typing import Any
 
+from sft_interaction_callback.cli import print_json
+
 HELP = "run the built-in demo (no download): pretrain, LoRA-fine-tune, stop, report"
 
 
@@ -39,7 +41,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
     import os
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"sft-interactions demo: error: {err}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps(result.summary, indent=2))
+        print_json(result.summary)
     else:
         print(result.text)
     return 0

@@ -8,10 +8,12 @@ and print the strongest ones as word sets.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from typing import Any
+
+from sft_interaction_callback.cli import print_json
+from sft_interaction_callback.paths import model_path_problem
 
 HELP = "explain one prompt: strongest AND/OR interactions between its words"
 
@@ -47,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"sft-interactions explain: error: {err}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps(result, indent=2))
+        print_json(result)
     else:
         print(_format_text(result, args.top))
     return 0
@@ -120,6 +122,10 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, str]:
         AutoTokenizer,
     )
 
+    for flag, spec in (("--model", args.model), ("--tokenizer", args.tokenizer)):
+        problem = model_path_problem(spec, flag)
+        if problem is not None and not (flag == "--tokenizer" and "config.json" in problem):
+            raise ValueError(problem)
     config = AutoConfig.from_pretrained(args.model)
     archs = getattr(config, "architectures", None) or []
     is_classifier = args.label is not None or any("SequenceClassification" in a for a in archs)
