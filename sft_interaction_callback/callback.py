@@ -24,7 +24,7 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from sft_interaction_callback import resume, trainer_link
+from sft_interaction_callback import progress, resume, trainer_link
 from sft_interaction_callback.callback_state import (
     CallbackState,
     RunProgress,
@@ -243,7 +243,8 @@ class InteractionCallback(TrainerCallback):
         start, main = time.perf_counter(), state.is_world_process_zero
         try:
             weights = self.probing_weights(model)
-            inter = self.extractor.measure(model, self.probes, weights=weights, base=True)
+            with progress.probe_progress(self, step, state):
+                inter = self.extractor.measure(model, self.probes, weights=weights, base=True)
         except Exception as err:  # noqa: BLE001 - never break training
             record_skip(self.run_state, self.metric_log, step, err, main=main)
             self.progress.disabled = f"the step-{step} (base) probe failed: {err}"
@@ -277,7 +278,8 @@ class InteractionCallback(TrainerCallback):
         start, main = time.perf_counter(), state.is_world_process_zero
         try:
             weights = self.probing_weights(model)
-            inter = self.extractor.measure(model, self.probes, weights=weights)
+            with progress.probe_progress(self, step, state):
+                inter = self.extractor.measure(model, self.probes, weights=weights)
             metrics = self.tracker.update(step, inter)
         except Exception as err:  # noqa: BLE001 - a probe point never breaks training
             record_skip(self.run_state, self.metric_log, step, err, main=main, control=control)

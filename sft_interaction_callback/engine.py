@@ -98,6 +98,8 @@ class ValueExtractor:
         self.last_calls = 0
         self.last_masks = 0
         self._oom = False
+        #: called with the number of masks after each value call (a progress bar), or None
+        self.on_masks: Any = None
 
     @classmethod
     def from_config(
@@ -156,7 +158,10 @@ class ValueExtractor:
         self.last_masks += (1 << probe.n_players) if masks is None else int(masks.numel())
         while True:
             try:
-                return fn(probe) if masks is None else fn(probe, masks)
+                out = fn(probe) if masks is None else fn(probe, masks)
+                if self.on_masks is not None:
+                    self.on_masks((1 << probe.n_players) if masks is None else int(masks.numel()))
+                return out
             except Exception as err:
                 if not is_out_of_memory(err):
                     raise
@@ -221,7 +226,10 @@ class ValueExtractor:
                 fn.batch_size = runner.batch
                 self.last_calls += 1
                 self.last_masks += int(chunk.numel())
-                return fn(probe, chunk)
+                out = fn(probe, chunk)
+                if self.on_masks is not None:
+                    self.on_masks(int(chunk.numel()))
+                return out
 
             for p, masks in plan.calls:
                 local.append(runner.run(one, probes[p], masks))

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from sft_interaction_callback.keys import EVAL_METRIC, eval_metric_key
+from sft_interaction_callback.progress import console_hidden, print_summary
 from sft_interaction_callback.reporting.wandb_log import WandbExtras
 
 __all__ = ["MetricLog", "add_eval_metric", "eval_prefixes"]
@@ -64,10 +65,13 @@ class MetricLog:
                 from transformers import Trainer
             except ImportError:  # pragma: no cover
                 Trainer = None  # noqa: N806
-            if Trainer is not None and isinstance(trainer, Trainer):
-                Trainer.log(trainer, logs)
-            else:
-                trainer.log(logs)
+            with console_hidden(trainer) as printed:  # one line instead of a raw dict
+                if Trainer is not None and isinstance(trainer, Trainer):
+                    Trainer.log(trainer, logs)
+                else:
+                    trainer.log(logs)
+            if printed:
+                print_summary(trainer, logs)
         except Exception as err:  # noqa: BLE001 - a failing sink (W&B, ...) must not stop training
             if not self._failed:
                 self._failed = True
