@@ -24,7 +24,7 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from sft_interaction_callback import progress, resume, trainer_link
+from sft_interaction_callback import extract, progress, resume, trainer_link
 from sft_interaction_callback.callback_state import (
     CallbackState,
     RunProgress,
@@ -105,6 +105,7 @@ class InteractionCallback(TrainerCallback):
     # ------------------------------------------------------------------ attach
     def attach(self, trainer: Any) -> InteractionCallback:
         """Use ``trainer`` (for ``trainer.log`` and its data) and register with it, first."""
+        extract.check_trainer(self.config, trainer)  # refuse unusable data before training
         self.trainer = self.metric_log.trainer = trainer
         handler = getattr(trainer, "callback_handler", None)
         if handler is not None:
@@ -153,7 +154,7 @@ class InteractionCallback(TrainerCallback):
             return
         self.run_state = start_run(
             self.config,
-            train_dataset=getattr(trainer, "train_dataset", None),
+            **extract.probe_source(self.config, trainer, args, state),
             model=model,
             tokenizer=tokenizer,
             snapshot_root=os.path.join(args.output_dir, self.config.output_subdir),

@@ -178,9 +178,13 @@ def start_run(
     comm: Collective,
     lockstep: bool,
     main: bool,
+    text_field: str = "text",
+    source: str = "trainer.train_dataset",
+    schedule: Any = None,
 ) -> CallbackState:
     """A fresh run: its probes (given or sampled), extractor, tracker, stopper, snapshot
-    folder; the main process clears interrupted writes there and writes ``probes.json``."""
+    folder; the main process clears interrupted writes there and writes ``probes.json``.
+    ``schedule``: the resolved spec (``schedule="eval"`` as steps), else ``cfg.schedule``."""
     kind = model_kind(model)
     probes = prepare_probes(
         cfg.probes,
@@ -191,6 +195,10 @@ def start_run(
         seed=cfg.seed,
         kind=kind,
         label_names=label_names_of(model) if kind == "classifier" else None,
+        exclude_words=cfg.exclude_words,
+        template=cfg.template,
+        text_field=text_field,
+        source=source,
     )
     extractor = ValueExtractor.from_config(
         cfg, tokenizer, kind=kind, baseline=cfg.baseline, comm=comm, lockstep=lockstep
@@ -202,7 +210,7 @@ def start_run(
         try_write("probes", lambda: snapshots.write_probes(probes, info))
     return CallbackState(
         probes=probes,
-        schedule=ProbeSchedule(cfg.schedule, max_steps=max_steps),
+        schedule=ProbeSchedule(cfg.schedule if schedule is None else schedule, max_steps),
         tracker=make_tracker(cfg),
         stopper=make_stopper(cfg),
         extractor=extractor,

@@ -16,12 +16,16 @@ from typing import Any
 
 from sft_interaction_callback.andor.decomposition import SOLVERS
 from sft_interaction_callback.keys import BASELINES, MAX_PLAYERS, SNAPSHOT_SUBDIR
+from sft_interaction_callback.paths import model_path_problem
 
 __all__ = ["InteractionConfig", "config_field_names"]
 
 SCOPES = ("joint", "type")
 MISSING_SNAPSHOT = ("error", "rebuild")
 DISTRIBUTED = ("auto", "local", "lockstep")
+PROBE_SOURCES = ("train", "eval")
+#: ``schedule="eval"``: probe at every evaluation step of the trainer.
+EVAL_SCHEDULE = "eval"
 
 
 def _help(text: str, default: Any = MISSING, factory: Any = MISSING) -> Any:
@@ -52,13 +56,30 @@ class InteractionConfig:
         None,
     )
     num_probes: int = _help("How many probes to sample from the training set.", 8)
+    probes_from: str = _help(
+        "Where sampled probes come from: 'train' (trainer.train_dataset) or 'eval' "
+        "(trainer.eval_dataset; the first one of a dict).",
+        "train",
+    )
+    exclude_words: list[str] | None = _help(
+        "Words never chosen as players (template text such as 'Comment', 'Emotion'); "
+        "compared case-insensitively.",
+        None,
+    )
+    template: str | None = _help(
+        "Template text whose words are never players: 'auto' (words found in at least 80% "
+        "of the sampled prompts), a template string such as 'Comment: {text}\\nEmotion:' "
+        "(its words outside {fields}), or None (no detection).",
+        "auto",
+    )
     n_players: int = _help(
         "Words per probe that are players (1..20); a probe costs 2**n_players forward passes.",
         10,
     )
     schedule: Any = _help(
         "When to probe: None (dense early, sparse later, scaled to max_steps), an int k "
-        "(every k steps) or a list of steps. Step 0 is always probed.",
+        "(every k steps), a list of steps, or 'eval' (at every evaluation of the trainer, "
+        "so eval_interaction_noise is fresh). Step 0 is always probed.",
         None,
     )
     baseline: Any = _help(
@@ -223,7 +244,11 @@ class InteractionConfig:
             raise ValueError(
                 f"distributed_probing={self.distributed_probing!r}: use one of {DISTRIBUTED}"
             )
+        self._validate_probe_source()
         ref = self.reference_model
+        problem = model_path_problem(ref, "reference_model")
+        if problem is not None:
+            raise ValueError(f"{problem}; or set reference_model=None to run without gamma")
         if ref is not None and not isinstance(ref, (str, os.PathLike)) and not callable(ref):
             raise ValueError(
                 f"reference_model={type(ref).__name__}: use a model object, a local path / hub "
@@ -275,9 +300,26 @@ class InteractionConfig:
             )
         self.probes = probes
 
+    def _validate_probe_source(self) -> None:
+        if self.probes_from not in PROBE_SOURCES:
+            raise ValueError(f"probes_from={self.probes_from!r}: use one of {PROBE_SOURCES}")
+        words = self.exclude_words
+        if words is not None and (
+            isinstance(words, str) or not all(isinstance(w, str) for w in words)
+        ):
+            raise ValueError(
+                f"exclude_words={words!r}: use a list of words, e.g. ['Comment', 'Emotion']"
+            )
+        if self.template is not None and not isinstance(self.template, str):
+            raise ValueError(
+                f"template={self.template!r}: use 'auto', None, or the template string"
+            )
+
     def _validate_schedule(self) -> None:
         from sft_interaction_callback.tracking.schedule import ProbeSchedule
 
+        if self.schedule == EVAL_SCHEDULE:
+            return
         try:
             ProbeSchedule(self.schedule)
         except ValueError as err:

@@ -6,6 +6,7 @@ nothing runs a model (that is :mod:`sft_interaction_callback.engine`).
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -14,12 +15,19 @@ from torch import nn
 
 from sft_interaction_callback.probing import Probe, probes_from_dataset, select_players
 from sft_interaction_callback.probing._model import unwrap_model
+from sft_interaction_callback.probing.datasets import FORMATS, row_format
+from sft_interaction_callback.probing.players import normalised_words, template_literal_words
 
 __all__ = [
+    "check_probe_source",
+    "check_trainer",
+    "eval_schedule",
     "find_tokenizer",
     "label_names_of",
     "model_kind",
     "prepare_probes",
+    "probe_rows",
+    "probe_source",
     "unwrap_for_probing",
 ]
 
@@ -87,17 +95,166 @@ def model_kind(model: nn.Module) -> str:
 
 
 # ---------------------------------------------------------------------- probes
-def _from_mapping(p: Mapping[str, Any], k: int, n: int, tokenizer: Any, seed: int) -> Probe:
+def _from_mapping(
+    p: Mapping[str, Any], k: int, n: int, tokenizer: Any, seed: int, exclude: frozenset[str]
+) -> Probe:
     pid = str(p.get("id", k))
     if p.get("players"):
         return Probe.from_dict({"id": pid, **p})
     prompt = p["prompt"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        players = select_players(prompt, n, tokenizer=tokenizer, seed=seed + k)
+        players = select_players(prompt, n, tokenizer=tokenizer, seed=seed + k, exclude=exclude)
     if not players:
-        raise ValueError(f"probes[{k}]: the prompt has no eligible word to use as a player")
+        raise ValueError(
+            f"probes[{k}] (id {pid!r}): the prompt has no eligible word to use as a player "
+            "(stop words, template words and placeholders are skipped); give players= spans"
+        )
     return Probe(prompt, p["target"], players, id=pid)
+
+
+def _warn_small_probes(out: Sequence[Probe], n_players: int) -> None:
+    """One warning naming the given probes that have fewer players than ``n_players``."""
+    small = [(k, p) for k, p in enumerate(out) if p.n_players < n_players]
+    if not small:
+        return
+    names = ", ".join(f"probes[{k}] (id {p.id!r}): {p.n_players}" for k, p in small[:5])
+    n = min(p.n_players for p in out)
+    warnings.warn(
+        f"{len(small)} probe(s) have fewer than n_players={n_players} players ({names}); "
+        f"they are probed with that many players (2**n masks each). Give longer prompts, "
+        f"explicit players=[...], or set n_players={n}",
+        stacklevel=3,
+    )
+
+
+def template_exclusions(exclude_words: Any, template: Any) -> frozenset[str]:
+    """The words a config says are template text (``exclude_words`` and ``template``'s)."""
+    out = set(normalised_words(exclude_words))
+    if isinstance(template, str) and template != "auto":
+        out |= template_literal_words(template)
+    return frozenset(out)
+
+
+def probe_rows(trainer: Any, probes_from: str = "train") -> Any:
+    """The data set probes are sampled from: the trainer's ``train_dataset`` or its
+    ``eval_dataset`` (the first one of a dict of eval sets), or None."""
+    if probes_from == "eval":
+        data = getattr(trainer, "eval_dataset", None)
+        if isinstance(data, Mapping):
+            data = next(iter(data.values()), None)
+        return data
+    return getattr(trainer, "train_dataset", None)
+
+
+def _first_row(data: Any) -> Mapping[str, Any] | None:
+    try:
+        row = data[0] if hasattr(data, "__getitem__") and hasattr(data, "__len__") else None
+        if row is None:
+            row = next(iter(data), None)
+    except (IndexError, KeyError, StopIteration, TypeError):
+        return None
+    return row if isinstance(row, Mapping) else None
+
+
+def check_probe_source(cfg: Any, trainer: Any) -> None:
+    """Refuse, before training starts, a data set the callback cannot sample probes from.
+
+    Runs when the callback is attached (``InteractionCallback(trainer=...)``, ``attach``
+    or ``Trainer(callbacks=[...])``): a ``ValueError`` names the columns seen and the fix.
+    Nothing is checked when explicit ``probes`` are given.
+    """
+    if cfg.probes is not None:
+        return
+    which = getattr(cfg, "probes_from", "train")
+    data = probe_rows(trainer, which)
+    attr = f"trainer.{which}_dataset"
+    if data is None:
+        other = "eval" if which == "train" else "train"
+        raise ValueError(
+            f"InteractionCallback: probes_from={which!r} but {attr} is None; pass that data "
+            f"set to the trainer, set probes_from={other!r}, or pass probes=[...]"
+        )
+    row = _first_row(data)
+    if row is None:
+        raise ValueError(
+            f"InteractionCallback: {attr} is empty or its rows are not mappings; pass "
+            "probes=[...] explicitly"
+        )
+    try:
+        fmt = row_format(row, _text_field(trainer))
+    except ValueError:
+        raise ValueError(
+            f"InteractionCallback cannot sample probes from {attr}: its columns are "
+            f"{sorted(row)}; it reads {FORMATS}. Fix: keep (or rename to) one of these "
+            "columns, or pass InteractionCallback(probes=[...])"
+        ) from None
+    if fmt in ("messages", "prompt_completion") and _needs_chat_template(row):
+        tokenizer = getattr(trainer, "processing_class", None)
+        tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
+        if tokenizer is not None and not getattr(tokenizer, "chat_template", None):
+            raise ValueError(
+                f"InteractionCallback: {attr} is conversational (columns {sorted(row)}) but "
+                "the tokenizer has no chat_template to render it; set "
+                "tokenizer.chat_template, or pass probes=[...]"
+            )
+
+
+def check_trainer(cfg: Any, trainer: Any) -> None:
+    """Everything the callback can check when it is attached, before training (and W&B)
+    starts: the probe data set (:func:`check_probe_source`) and ``schedule="eval"``."""
+    check_probe_source(cfg, trainer)
+    if cfg.schedule == "eval":
+        strategy = str(getattr(getattr(trainer, "args", None), "eval_strategy", "no"))
+        if strategy.lower().endswith("no"):
+            raise ValueError(
+                'InteractionCallback: schedule="eval" probes at every evaluation, but the '
+                'trainer never evaluates (eval_strategy="no"); set eval_strategy="steps" '
+                "with eval_steps (and an eval_dataset), or choose another schedule"
+            )
+
+
+def eval_schedule(args: Any, state: Any) -> list[int]:
+    """The optimizer steps at which the trainer evaluates (``schedule="eval"``).
+
+    ``eval_strategy="steps"``: every ``eval_steps`` (a fraction of ``max_steps`` when
+    below 1); ``"epoch"``: the end of every epoch (``max_steps / num_train_epochs``
+    steps each). Step 0 is added by the schedule.
+    """
+    max_steps = int(getattr(state, "max_steps", 0) or getattr(args, "max_steps", 0) or 0)
+    strategy = str(getattr(args, "eval_strategy", "no")).lower()
+    if strategy.endswith("epoch"):
+        epochs = max(1, math.ceil(float(getattr(state, "num_train_epochs", 0) or 1)))
+        every = max(1, math.ceil(max_steps / epochs))
+    else:
+        every_raw = getattr(state, "eval_steps", None) or getattr(args, "eval_steps", None)
+        every_raw = every_raw or getattr(args, "logging_steps", 1) or 1
+        every = math.ceil(max_steps * every_raw) if every_raw < 1 else int(every_raw)
+        every = max(1, every)
+    return list(range(every, max_steps + 1, every))
+
+
+def probe_source(cfg: Any, trainer: Any, args: Any, state: Any) -> dict[str, Any]:
+    """The keyword arguments of ``start_run`` that come from the trainer: the rows to
+    sample probes from (``probes_from``), their text column, and the resolved schedule."""
+    which = getattr(cfg, "probes_from", "train")
+    schedule = eval_schedule(args, state) if cfg.schedule == "eval" else cfg.schedule
+    return {
+        "train_dataset": probe_rows(trainer, which),
+        "text_field": _text_field(trainer),
+        "source": f"trainer.{which}_dataset",
+        "schedule": schedule,
+    }
+
+
+def _needs_chat_template(row: Mapping[str, Any]) -> bool:
+    return "messages" in row or "conversations" in row or not isinstance(row.get("prompt"), str)
+
+
+def _text_field(trainer: Any) -> str:
+    """TRL's ``dataset_text_field`` (the language-modelling column), ``"text"`` by default."""
+    field = getattr(getattr(trainer, "args", None), "dataset_text_field", None)
+    return field if isinstance(field, str) and field else "text"
 
 
 def prepare_probes(
@@ -110,29 +267,41 @@ def prepare_probes(
     seed: int,
     kind: str = "causal",
     label_names: Sequence[str] | None = None,
+    exclude_words: Sequence[str] | None = None,
+    template: str | None = "auto",
+    text_field: str = "text",
+    source: str = "trainer.train_dataset",
 ) -> list[Probe]:
     """The run's probes, all with the same number of players, deterministic by ``seed``.
+
+    Given probes with fewer players than ``n_players`` are kept, with one warning naming
+    them; sampled probes follow :func:`probes_from_dataset` (template words excluded, one
+    common players count, one warning when anything was reduced).
 
     For a sequence classifier (``kind="classifier"``) rows with ``text`` and a label are
     probed on the raw text (what the classifier sees) with the label name as target;
     ``label_names`` (e.g. from ``config.id2label``) name integer labels.
     """
+    exclude = template_exclusions(exclude_words, template)
     if probes is not None:
         out = [
-            p if isinstance(p, Probe) else _from_mapping(p, k, n_players, tokenizer, seed)
+            p if isinstance(p, Probe) else _from_mapping(p, k, n_players, tokenizer, seed, exclude)
             for k, p in enumerate(probes)
         ]
         sizes = sorted({p.n_players for p in out})
         if len(sizes) > 1:
             raise ValueError(
-                f"probes have different numbers of players {sizes}; give every probe the "
-                "same number of players"
+                f"probes have different numbers of players {sizes} ("
+                + ", ".join(f"{p.id!r}: {p.n_players}" for p in out[:8])
+                + "); give every probe the same number of players, e.g. set n_players="
+                f"{sizes[0]} or longer prompts"
             )
+        _warn_small_probes(out, n_players)
         return out
     if train_dataset is None:
         raise ValueError(
-            "InteractionCallback: no probes given and the trainer has no train_dataset to "
-            "sample them from; pass InteractionCallback(probes=[Probe(...), ...])"
+            f"InteractionCallback: no probes given and {source} is None, nothing to sample "
+            "them from; pass InteractionCallback(probes=[Probe(...), ...])"
         )
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -148,27 +317,21 @@ def prepare_probes(
                 n_players=n_players,
                 num_probes=num_probes,
                 seed=seed,
+                exclude_words=exclude,
+                template=None if template is None else "auto",
+                text_field=text_field,
                 **extra,
             )
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(
-            f"InteractionCallback: could not sample probes from trainer.train_dataset ({err}). "
-            "Keep the raw text columns (prompt/completion, messages, text/label, ...) in the "
+            f"InteractionCallback: could not sample probes from {source} ({err}). Keep the "
+            "raw text columns (prompt/completion, messages, text, text/label, ...) in the "
             "data set, or pass InteractionCallback(probes=[...])"
         ) from err
     for w in caught:
         if not issubclass(w.category, DeprecationWarning):
             warnings.warn(str(w.message), w.category, stacklevel=2)
-    n = max(p.n_players for p in out)
-    kept = [p for p in out if p.n_players == n]
-    if len(kept) < len(out):
-        warnings.warn(
-            f"dropping {len(out) - len(kept)} sampled probe(s) with fewer than {n} players "
-            "(all probes must share the same players count); tracking "
-            f"{len(kept)} probe(s)",
-            stacklevel=2,
-        )
-    return kept
+    return out
 
 
 def _class_label_names(dataset: Any) -> list[str] | None:

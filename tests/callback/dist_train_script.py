@@ -203,6 +203,7 @@ def main(argv=None) -> dict:
         schedule=a.schedule,
         stopper=RankZeroStopAt(a.stop_step),
         distributed_probing=a.mode,
+        template=None,  # the rows share all words but two; probe those words too
     )
     try:
         trainer.train(resume_from_checkpoint=a.resume)

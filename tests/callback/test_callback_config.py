@@ -136,18 +136,21 @@ def test_no_tokenizer_raises_at_train_begin(tmp_path, sft_dataset, tokenizer, h)
     assert trainer.state.global_step == 0
 
 
-def test_untokenizable_dataset_explains_how_to_give_probes(tmp_path, tokenizer, h):
+def test_unusable_dataset_is_refused_when_attached(tmp_path, tokenizer, h):
+    """Columns the callback cannot read are refused before training (and W&B) starts."""
     from datasets import Dataset
     from transformers import Trainer
 
-    ids = Dataset.from_list([{"input_ids": [101, 2000, 102], "labels": [101, 2000, 102]}] * 4)
+    rows = Dataset.from_list([{"question": "why paint stones blue", "answer": "storms"}] * 4)
     trainer = Trainer(
         model=h.tiny_llama(len(tokenizer)),
         args=h.training_args(tmp_path, max_steps=2),
-        train_dataset=ids,
+        train_dataset=rows,
         data_collator=h.make_collator(tokenizer),
         processing_class=tokenizer,
     )
-    InteractionCallback(trainer=trainer, **h.FAST)
-    with pytest.raises(ValueError, match="Keep the raw text columns.*probes=\\[\\.\\.\\.\\]"):
-        trainer.train()
+    with pytest.raises(
+        ValueError, match=r"columns are \['answer', 'question'\].*probes=\[\.\.\.\]"
+    ):
+        InteractionCallback(trainer=trainer, **h.FAST)
+    assert trainer.state.global_step == 0

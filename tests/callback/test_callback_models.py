@@ -53,8 +53,13 @@ def test_step_zero_runs_with_adapters_disabled(make_trainer, tmp_path, tokenizer
 
 
 def test_broken_reference_is_warned_and_ignored(make_trainer, tmp_path, h):
+    with pytest.raises(ValueError, match="reference_model path .* does not exist"):
+        make_trainer(tmp_path, {"reference_model": str(tmp_path / "missing")})
+    broken = tmp_path / "broken"  # a model folder that exists but does not load
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")
     trainer, cb = make_trainer(
-        tmp_path, {"schedule": 2, "reference_model": str(tmp_path / "missing")}, max_steps=2
+        tmp_path, {"schedule": 2, "reference_model": str(broken)}, max_steps=2
     )
     with pytest.warns(UserWarning, match="the reference model could not be probed"):
         trainer.train()
