@@ -24,6 +24,7 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+import sft_interaction_callback.restore_best as best
 from sft_interaction_callback import extract, progress, resume, trainer_link
 from sft_interaction_callback.callback_state import (
     CallbackState,
@@ -209,6 +210,7 @@ class InteractionCallback(TrainerCallback):
         if not self.schedule.should_probe(step) or (last is not None and step <= last):
             return
         self._probe_point(unwrap_for_probing(self.trainer, model), step, args, state, control)
+        best.mark_best_checkpoint(self, args, state, control)
 
     def on_log(
         self,
@@ -219,7 +221,7 @@ class InteractionCallback(TrainerCallback):
         **kwargs: Any,
     ) -> None:
         for prefix in eval_prefixes(logs or {}):
-            add_eval_metric(args, logs, prefix, self.progress.last_noise, state.log_history)
+            add_eval_metric(args, logs, prefix, best.eval_value(self, args), state.log_history)
 
     def on_evaluate(
         self,
@@ -231,12 +233,13 @@ class InteractionCallback(TrainerCallback):
     ) -> None:
         if metrics is not None:
             for prefix in eval_prefixes(metrics) or ["eval"]:
-                add_eval_metric(args, metrics, prefix, self.progress.last_noise, None)
+                add_eval_metric(args, metrics, prefix, best.eval_value(self, args), None)
 
     def on_train_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
         self.metric_log.flush(control)
+        best.restore_at_end(self, args, state)
 
     # ------------------------------------------------------------------ probe points
     def _base_point(self, model: Any, step: int, state: Any) -> None:
@@ -257,7 +260,7 @@ class InteractionCallback(TrainerCallback):
         seconds = time.perf_counter() - start
         if self.config.reference_model is not None:
             add_reference(self.config, self.run_state, model, self.comm, main=main)
-        metrics = self.tracker.set_base(inter)
+        metrics = {**self.tracker.set_base(inter), **best.measure_floor(self, model)}
         self.progress.base_step = step
         self._record(ProbePoint(step, inter, metrics, seconds), main, control=None)
 
@@ -315,7 +318,7 @@ class InteractionCallback(TrainerCallback):
         still stops all ranks together.
         """
         if not self.config.early_stopping:
-            return None
+            return best.observe(self.stopper, step, metrics)
         decision = ask_stopper(self.stopper, step, metrics)
         return self.comm.broadcast_object(decision) if self.comm.active else decision
 

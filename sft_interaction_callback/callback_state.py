@@ -74,6 +74,8 @@ def make_tracker(cfg: InteractionConfig) -> InteractionTracker:
         cfg.salient_abs,
         salient_scope=cfg.salient_scope,
         match_type=cfg.match_type,
+        categories=cfg.categories,
+        noise_signal=cfg.noise_signal,
     )
 
 

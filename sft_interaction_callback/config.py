@@ -122,7 +122,32 @@ class InteractionConfig:
     patience: int = _help(
         "Probe points the noise must stay above its minimum (+ min_delta) to stop.", 3
     )
-    min_delta: float = _help("How far above its minimum the noise must be to count.", 0.0)
+    min_delta: float | None = _help(
+        "How far above its minimum the noise must be to count; None: 3x the noise floor "
+        "measured at step 0 (floor_perturbation), 0 when no floor was measured.",
+        None,
+    )
+    restore_best: bool = _help(
+        "Once the rule fires (or at the end of training), load the checkpoint with the lowest "
+        "noise after the denoising stage (saved at probe points); no eval set needed. Off "
+        "with early_stopping=False or load_best_model_at_end=True.",
+        True,
+    )
+    floor_perturbation: float | None = _help(
+        "Relative weight noise for the step-0 floor of the noise signal (one extra step-0 "
+        "probe; logged as interactions/noise_floor); None or 0 measures no floor.",
+        1e-3,
+    )
+    categories: str = _help(
+        "'debounced': an interaction changes category only after two consecutive probe "
+        "points agree; 'design': DESIGN.md section 5 on the raw salient sets.",
+        "debounced",
+    )
+    noise_signal: str = _help(
+        "'pooled': strength share of noise-like emerged interactions pooled over probes; "
+        "'design': DESIGN.md section 7 ((1 - rho)-weighted, mean over probes).",
+        "pooled",
+    )
     stopper: Any = _help(
         "Custom stopping rule with update(step, metrics) -> bool; replaces the default "
         "NoiseRiseStopper(patience, min_delta).",
@@ -201,8 +226,17 @@ class InteractionConfig:
             raise ValueError(
                 f"patience={self.patience!r}: use an int >= 1 (probe points, not steps)"
             )
-        if not _is_number(self.min_delta) or not self.min_delta >= 0:
-            raise ValueError(f"min_delta={self.min_delta!r}: use a number >= 0")
+        if self.min_delta is not None and (not _is_number(self.min_delta) or self.min_delta < 0):
+            raise ValueError(f"min_delta={self.min_delta!r}: use None (auto) or a number >= 0")
+        if not isinstance(self.restore_best, bool):
+            raise ValueError(f"restore_best={self.restore_best!r}: use True or False")
+        fp = self.floor_perturbation
+        if fp is not None and (not _is_number(fp) or not 0 <= fp < 1):
+            raise ValueError(f"floor_perturbation={fp!r}: use None or a number in [0, 1)")
+        if self.categories not in ("debounced", "design"):
+            raise ValueError(f"categories={self.categories!r}: use 'debounced' or 'design'")
+        if self.noise_signal not in ("pooled", "design"):
+            raise ValueError(f"noise_signal={self.noise_signal!r}: use 'pooled' or 'design'")
         if self.stopper is not None and not callable(getattr(self.stopper, "update", None)):
             raise ValueError(
                 f"stopper={self.stopper!r} has no update(step, metrics) method; pass an object "

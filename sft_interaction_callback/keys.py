@@ -80,3 +80,18 @@ NAMED_BASELINES = ("pad", "unk", "mask", "zero", "mean")
 
 BASELINES = (*NAMED_BASELINES, "learned")
 """Every baseline name the config accepts (``learned`` is fitted from a named one)."""
+
+# ---------------------------------------------------------------------- the trusted stop (issue 13)
+NOISE_DESIGN_KEY = metric_key("noise_design")
+"""DESIGN.md §7's noise signal (per-probe ``(1 - rho)``-weighted share, probe mean), kept
+beside the default pooled ``interactions/noise`` for comparison."""
+
+NOISE_FLOOR_KEY = metric_key("noise_floor")
+"""The noise signal of the step-0 model against itself with weights perturbed by a tiny
+relative noise: what the measurement alone produces (logged once, at step 0)."""
+
+RESTORE_STEP_KEY = metric_key("restore_step")
+"""The probe step whose checkpoint restore-best restored (or, in shadow mode, would)."""
+
+MIN_DELTA_STATUS = STOPPER_STATUS_PREFIX + "min_delta"
+"""The stopper's effective ``min_delta`` (a multiple of the measured floor by default)."""

@@ -41,13 +41,28 @@ class ShadowStopper:
         self.inner = inner
         self.stop_step: int | None = None
         self.reason: str | None = None
+        #: the checkpoint restore-best would have loaded at the stop (the inner rule's
+        #: ``restore_step`` then); None when the rule has none or never fired
+        self.restore_step: int | None = None
 
     def update(self, step: int, metrics: Mapping[str, float]) -> bool:
         """Feed the inner rule; remember its first "stop"; never stop (always False)."""
         if self.inner.update(step, metrics) and self.stop_step is None:
             self.stop_step = int(getattr(self.inner, "stop_step", None) or step)
             self.reason = str(getattr(self.inner, "reason", None) or "the stopper fired")
+            self.restore_step = getattr(self.inner, "restore_step", None)
         return False
+
+    @property
+    def stage_ended_at(self) -> int | None:
+        """The inner rule's end of the denoising stage (None when it has none)."""
+        return getattr(self.inner, "stage_ended_at", None)
+
+    def set_floor(self, floor: float | None) -> None:
+        """Pass the measured noise floor to the inner rule."""
+        set_floor = getattr(self.inner, "set_floor", None)
+        if callable(set_floor):
+            set_floor(floor)
 
     def status(self) -> dict[str, float]:
         """The inner rule's status, so the logged stopper curves are the real rule's."""
@@ -60,12 +75,14 @@ class ShadowStopper:
             "inner": self.inner.state_dict(),
             "stop_step": self.stop_step,
             "reason": self.reason,
+            "restore_step": self.restore_step,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore what :meth:`state_dict` saved (a resumed run keeps its recorded stop)."""
         self.inner.load_state_dict(state["inner"])
         self.stop_step, self.reason = state.get("stop_step"), state.get("reason")
+        self.restore_step = state.get("restore_step")
 
 
 def write_shadow_stop(snap_dir: Path, shadow: ShadowStopper) -> None:
@@ -78,6 +95,7 @@ def write_shadow_stop(snap_dir: Path, shadow: ShadowStopper) -> None:
             "format": FORMAT,
             "stop_step": shadow.stop_step,
             "reason": shadow.reason,
+            "restore_step": shadow.restore_step,
             "shadow": True,
             "checkpoint_saved": False,
             "note": "demo shadow mode: the stop rule fired here; training went on to max_steps "

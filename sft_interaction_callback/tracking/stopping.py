@@ -14,6 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 from ..keys import (
     BAD_POINTS_STATUS,
     BEST_STATUS,
+    MIN_DELTA_STATUS,
     NOISE_KEY,
     REMOVED_FRACTION_KEY,
     STAGE_STATUS,
@@ -23,6 +24,7 @@ from ..keys import (
 __all__ = ["Stopper", "NoiseRiseStopper", "ask_stopper", "stopper_status"]
 
 _STATE_FORMAT = "sft_interaction_callback.noise_rise_stopper/1"
+STAGE_TESTS = ("plateau", "rate")
 
 
 @runtime_checkable
@@ -61,16 +63,29 @@ class NoiseRiseStopper:
 
     **Stage 1 (denoising) never stops training.** Its end is read from ``stage_metric``
     (default ``interactions/removed/fraction``, ``r``: the share of the base salient
-    strength that has been removed). With ``M`` the running max of ``r``, a probe point at
-    step ``s`` (previous valid point ``s'``, the origin being ``r = 0`` at step 0) is
-    *saturated* when
+    strength that has been removed), with ``M`` the running max of ``r``.
+
+    ``stage_test="plateau"`` (default): a probe point at step ``s`` is *saturated* when the
+    running max has grown by at most ``stage_tolerance * M(s)`` since step
+    ``stage_window * s`` (``M(s) - M(stage_window * s) <= stage_tolerance * M(s)``, with
+    ``M`` read at the last point at or before that step, ``M = 0`` at step 0): removal has
+    levelled off over the last ``1 - stage_window`` of the run so far. It only looks at the
+    running max, so a single dip of ``r`` changes nothing (it neither resets the count of
+    saturated points nor moves ``M``), and comparing with a fixed share of the elapsed
+    steps makes it independent of the probe spacing. For ``r = 1 - exp(-s / T)`` the
+    defaults (0.5, 0.1) end the stage at about ``s = 4.6 T`` (99% of the plateau).
+
+    ``stage_test="rate"`` (the previous rule, kept for comparison): with ``M`` the running
+    max, a point at step ``s`` (previous valid point ``s'``, the origin being ``r = 0`` at
+    step 0) is *saturated* when
 
     * ``r(s) >= stage_end_fraction * M`` (removal is near its peak, not collapsing), and
     * the removal rate has slowed down: ``(r(s) - r(s')) / (s - s')  <=
       stage_slowdown * M / s``, i.e. at most ``stage_slowdown`` times the average rate
       since step 0. Comparing rates (not raw increments) makes the rule independent of the
       probe spacing and of the amplitude of removal; for ``r = 1 - exp(-s / T)`` the
-      default 0.25 fires at about 95% of the plateau.
+      default 0.25 fires at about 95% of the plateau. A single dip of ``r`` below
+      ``stage_end_fraction * M`` resets its count.
 
     The stage ends at the first point where ``stage_points`` consecutive valid points were
     saturated, at least ``warmup_points`` valid points (step > 0) have been seen, and
@@ -82,7 +97,14 @@ class NoiseRiseStopper:
     running minimum ``m`` of ``metric`` (default ``interactions/noise``). A later point
     with ``metric > m + min_delta`` is *bad*; any other point resets the bad count (and may
     lower ``m``). Training stops at the ``patience``-th consecutive bad point. ``patience``
-    counts probe points, not steps.
+    counts probe points, not steps. ``min_delta=None`` (default) means
+    ``floor_multiple * floor``, with ``floor`` the noise signal's measured floor (the
+    step-0 model against itself with slightly perturbed weights; the callback passes it
+    to :meth:`set_floor`); without a measured floor it is 0.
+
+    **Restore target.** :attr:`restore_step` is the step of that running minimum: the probe
+    point with the best (lowest) interaction score since the stage ended, ``None`` while
+    the stage has not ended. ``restore_best`` in the callback loads its checkpoint.
 
     A missing, NaN or infinite metric value does not count and does not reset: the point
     is skipped for that metric. Points with a step not after the last one seen are ignored
@@ -93,7 +115,7 @@ class NoiseRiseStopper:
     def __init__(
         self,
         patience: int = 3,
-        min_delta: float = 0.0,
+        min_delta: float | None = None,
         metric: str = NOISE_KEY,
         warmup_points: int = 2,
         stage_end_fraction: float = 0.8,
@@ -103,14 +125,26 @@ class NoiseRiseStopper:
         stage_points: int = 2,
         stage_min_fraction: float = 0.05,
         stage_end_step: int | None = None,
+        stage_test: str = "plateau",
+        stage_window: float = 0.5,
+        stage_tolerance: float = 0.1,
+        floor_multiple: float = 3.0,
     ) -> None:
         _check_int("patience", patience, 1)
         _check_int("warmup_points", warmup_points, 0)
         _check_int("stage_points", stage_points, 1)
         if stage_end_step is not None:
             _check_int("stage_end_step", stage_end_step, 0)
-        if not (isinstance(min_delta, (int, float)) and min_delta >= 0):
-            raise ValueError(f"min_delta must be a number >= 0, got {min_delta!r}")
+        if min_delta is not None and not (isinstance(min_delta, (int, float)) and min_delta >= 0):
+            raise ValueError(f"min_delta must be None (auto) or a number >= 0, got {min_delta!r}")
+        if stage_test not in STAGE_TESTS:
+            raise ValueError(f"stage_test must be one of {STAGE_TESTS}, got {stage_test!r}")
+        if not (isinstance(stage_window, (int, float)) and 0 <= stage_window < 1):
+            raise ValueError(f"stage_window must be in [0, 1), got {stage_window!r}")
+        if not (isinstance(stage_tolerance, (int, float)) and stage_tolerance >= 0):
+            raise ValueError(f"stage_tolerance must be a number >= 0, got {stage_tolerance!r}")
+        if not (isinstance(floor_multiple, (int, float)) and floor_multiple >= 0):
+            raise ValueError(f"floor_multiple must be a number >= 0, got {floor_multiple!r}")
         if not (isinstance(stage_end_fraction, (int, float)) and 0 < stage_end_fraction <= 1):
             raise ValueError(f"stage_end_fraction must be in (0, 1], got {stage_end_fraction!r}")
         if not (isinstance(stage_slowdown, (int, float)) and stage_slowdown >= 0):
@@ -120,7 +154,11 @@ class NoiseRiseStopper:
         if not isinstance(metric, str) or not isinstance(stage_metric, str):
             raise ValueError("metric and stage_metric must be metric-name strings")
         self.patience = patience
-        self.min_delta = float(min_delta)
+        self.min_delta_setting = None if min_delta is None else float(min_delta)
+        self.stage_test = stage_test
+        self.stage_window = float(stage_window)
+        self.stage_tolerance = float(stage_tolerance)
+        self.floor_multiple = float(floor_multiple)
         self.metric = metric
         self.warmup_points = warmup_points
         self.stage_end_fraction = float(stage_end_fraction)
@@ -145,10 +183,29 @@ class NoiseRiseStopper:
         self.bad_steps: list[int] = []
         self.stop_step: int | None = None
         self.reason: str | None = None
+        self.floor: float | None = None
+        self._max_history: list[list[float]] = []  # [step, running max] per valid point
 
     @property
     def in_first_stage(self) -> bool:
         return self.stage_ended_at is None
+
+    @property
+    def min_delta(self) -> float:
+        """The effective ``min_delta``: as given, else ``floor_multiple * floor`` (0 without)."""
+        if self.min_delta_setting is not None:
+            return self.min_delta_setting
+        return 0.0 if self.floor is None else self.floor_multiple * self.floor
+
+    @property
+    def restore_step(self) -> int | None:
+        """The probe step with the lowest ``metric`` since the stage ended (None before)."""
+        return None if self.stage_ended_at is None else self.best_step
+
+    def set_floor(self, floor: float | None) -> None:
+        """The measured floor of ``metric`` (ignored when not a finite number >= 0)."""
+        if isinstance(floor, (int, float)) and math.isfinite(floor) and floor >= 0:
+            self.floor = float(floor)
 
     # ------------------------------------------------------------------ the rule
     def update(self, step: int, metrics: Mapping[str, float]) -> bool:
@@ -192,10 +249,18 @@ class NoiseRiseStopper:
             self.stage_points_seen += 1
             self.stage_max = max(self.stage_max, r)
             prev_step, prev_r = self._prev
-            rate = (r - prev_r) / (step - prev_step)
-            slowed = rate <= self.stage_slowdown * self.stage_max / step
-            near_peak = r >= self.stage_end_fraction * self.stage_max
-            self._saturated_run = self._saturated_run + 1 if (slowed and near_peak) else 0
+            if self.stage_test == "plateau":
+                back = self.stage_window * step
+                earlier = [m for s, m in self._max_history if s <= back]
+                m_then = earlier[-1] if earlier else 0.0
+                saturated = self.stage_max - m_then <= self.stage_tolerance * self.stage_max
+                self._max_history.append([step, self.stage_max])
+            else:
+                rate = (r - prev_r) / (step - prev_step)
+                slowed = rate <= self.stage_slowdown * self.stage_max / step
+                near_peak = r >= self.stage_end_fraction * self.stage_max
+                saturated = slowed and near_peak
+            self._saturated_run = self._saturated_run + 1 if saturated else 0
             self._prev = (step, r)
         if self.stage_end_step is not None and step >= self.stage_end_step:
             self._end_stage(step, f"reached stage_end_step={self.stage_end_step}")
@@ -227,6 +292,7 @@ class NoiseRiseStopper:
             STAGE_STATUS: 1.0 if self.stage_ended_at is None else 2.0,
             BAD_POINTS_STATUS: float(len(self.bad_steps)),
             BEST_STATUS: math.nan if self.best is None else self.best,
+            MIN_DELTA_STATUS: self.min_delta,
         }
 
     # ------------------------------------------------------------------ state
@@ -243,12 +309,17 @@ class NoiseRiseStopper:
         "stop_step",
         "reason",
     )
+    #: fields added later; a state without them keeps the defaults
+    _OPTIONAL = {"floor": None, "_max_history": []}
 
     def state_dict(self) -> dict[str, Any]:
         """The decision state, JSON-able (strict JSON: no NaN or inf)."""
         state = {k.lstrip("_"): getattr(self, k) for k in self._FIELDS}
         state["bad_steps"] = list(self.bad_steps)
         state["prev"] = list(self._prev)
+        for k in self._OPTIONAL:
+            state[k.lstrip("_")] = getattr(self, k)
+        state["max_history"] = [list(x) for x in self._max_history]
         state["format"] = _STATE_FORMAT
         return state
 
@@ -264,6 +335,9 @@ class NoiseRiseStopper:
         for k in self._FIELDS:
             setattr(self, k, state[k.lstrip("_")])
         self.bad_steps = list(self.bad_steps)
+        for k, default in self._OPTIONAL.items():
+            setattr(self, k, state.get(k.lstrip("_"), default))
+        self._max_history = [list(x) for x in self._max_history or []]
         prev_step, prev_r = state["prev"]
         self._prev = (int(prev_step), float(prev_r))
 

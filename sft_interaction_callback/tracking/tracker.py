@@ -25,11 +25,12 @@ from ..andor.metrics import (
     strength,
     uncancelled_ratio,
 )
-from ..andor.transforms import n_players_of, subset_orders
+from ..andor.transforms import subset_orders
 from ..keys import (
     CATEGORIES,
     EMERGED,
     NOISE,
+    NOISE_DESIGN_KEY,
     NOISE_KEY,
     PRESERVED,
     REMOVED,
@@ -37,64 +38,20 @@ from ..keys import (
     TOTAL_STRENGTH_KEY,
     category_key,
 )
+from .signals import (
+    CATEGORY_MODES,
+    NOISE_SIGNALS,
+    _as_table,
+    _nanmean,
+    _ratio,
+    debounce,
+    pooled_share,
+)
 
 __all__ = ["InteractionTracker"]
 
 _STATE_FORMAT = "sft_interaction_callback.tracker/1"
 _SCOPES = ("type", "joint")
-
-
-def _as_table(first: Any, second: Any, what: str) -> torch.Tensor:
-    """AND and OR interactions as one ``[num_probes, 2 * 2**n]`` table (AND then OR).
-
-    Accepts an ``AndOrInteractions`` (anything with ``i_and`` / ``i_or``), a pair, or two
-    tensors ``[num_probes, 2**n]`` (a single probe ``[2**n]`` is allowed).
-    """
-    if second is None:
-        if hasattr(first, "i_and") and hasattr(first, "i_or"):
-            first, second = first.i_and, first.i_or
-        elif isinstance(first, (tuple, list)) and len(first) == 2:
-            first, second = first
-        else:
-            raise TypeError(
-                f"{what} needs an AndOrInteractions, or the AND and OR interaction tensors "
-                "[num_probes, 2**n] as two arguments"
-            )
-    if not isinstance(first, torch.Tensor) or not isinstance(second, torch.Tensor):
-        raise TypeError(f"{what}: AND and OR interactions must be torch tensors")
-    if first.shape != second.shape:
-        raise ValueError(
-            f"{what}: AND and OR interactions must have one shape, got "
-            f"{tuple(first.shape)} and {tuple(second.shape)}"
-        )
-    if first.dim() == 1:
-        first, second = first[None], second[None]
-    if first.dim() != 2:
-        raise ValueError(
-            f"{what}: expected interactions of shape [num_probes, 2**n], got {tuple(first.shape)}"
-        )
-    n_players_of(first)
-    if not (torch.is_floating_point(first) and torch.is_floating_point(second)):
-        raise TypeError(f"{what}: interactions must be floating-point tensors")
-    table = torch.cat((first, second), dim=-1).detach()
-    table = table.to(torch.promote_types(table.dtype, torch.float32))
-    if not torch.isfinite(table).all():
-        raise ValueError(f"{what}: interactions contain NaN or inf")
-    return table
-
-
-def _nanmean(x: torch.Tensor) -> float:
-    """Mean over probes where defined; NaN if defined nowhere (no warning)."""
-    ok = ~torch.isnan(x)
-    if not bool(ok.any()):
-        return math.nan
-    return float(x[ok].mean())
-
-
-def _ratio(num: torch.Tensor, den: torch.Tensor, empty: float) -> torch.Tensor:
-    """``num / den`` where ``den > 0``, ``empty`` elsewhere."""
-    safe = torch.where(den > 0, den, torch.ones_like(den))
-    return torch.where(den > 0, num / safe, torch.full_like(num, empty))
 
 
 class InteractionTracker:
@@ -151,7 +108,11 @@ class InteractionTracker:
     ``sum_{S in E_t} |I_t(S)| (1 - G(S))``), discounted when they do not cancel each
     other (``rho`` near 1) and normalised by the checkpoint's total strength so that the
     growth of the output scale during training does not drive it. It is 0 when
-    ``N_t`` is empty. ``interactions/noise`` is its mean over probes.
+    ``N_t`` is empty. Its mean over probes is ``interactions/noise_design`` (always
+    logged, for comparison), and ``interactions/noise`` with ``noise_signal="design"``.
+
+    Defaults (DESIGN.md §9, :mod:`.signals`): the noise is pooled over probes without
+    ``(1 - rho)`` and the §5 sets use debounced salience; ``"design"`` selects the above.
     """
 
     def __init__(
@@ -163,6 +124,8 @@ class InteractionTracker:
         noise_min_order: int = 3,
         salient_scope: str = "type",
         match_type: bool = True,
+        categories: str = "debounced",
+        noise_signal: str = "pooled",
     ) -> None:
         # Validate the thresholds up front, with the same rules `salient` applies.
         salient(torch.zeros(1, 2), rel=salient_rel, abs=salient_abs)
@@ -170,6 +133,12 @@ class InteractionTracker:
             raise ValueError(f"salient_scope must be one of {_SCOPES}, got {salient_scope!r}")
         if type(noise_min_order) is not int or noise_min_order < 1:
             raise ValueError(f"noise_min_order must be an int >= 1, got {noise_min_order!r}")
+        if categories not in CATEGORY_MODES:
+            raise ValueError(f"categories must be one of {CATEGORY_MODES}, got {categories!r}")
+        if noise_signal not in NOISE_SIGNALS:
+            raise ValueError(f"noise_signal must be one of {NOISE_SIGNALS}, got {noise_signal!r}")
+        self.categories = categories
+        self.noise_signal = noise_signal
         self.salient_rel = salient_rel
         self.salient_abs = salient_abs
         self.salient_scope = salient_scope
@@ -179,6 +148,9 @@ class InteractionTracker:
         self._base_i: torch.Tensor | None = None
         self._base_mask: torch.Tensor | None = None
         self._preserved: torch.Tensor | None = None
+        self._prev_raw: torch.Tensor | None = None  # raw salience of the last point
+        self._stable: torch.Tensor | None = None  # debounced salience D_t
+        self._undo: tuple[Any, ...] | None = None  # state before the last update
         self._ref_i: torch.Tensor | None = None
         self._ref_mask: torch.Tensor | None = None
         self._n: int | None = None
@@ -217,7 +189,7 @@ class InteractionTracker:
             if self.has_reference:
                 keys.append(category_key(c, "gamma"))
             keys.append(category_key(c, "mean_order"))
-        return keys + [REMOVED_FRACTION_KEY, NOISE_KEY, TOTAL_STRENGTH_KEY]
+        return keys + [REMOVED_FRACTION_KEY, NOISE_KEY, NOISE_DESIGN_KEY, TOTAL_STRENGTH_KEY]
 
     # ------------------------------------------------------------------ inputs
     def _salient(self, table: torch.Tensor) -> torch.Tensor:
@@ -268,6 +240,9 @@ class InteractionTracker:
         self._base_i = table
         self._base_mask = self._salient(table)
         self._preserved = self._base_mask.clone()
+        self._prev_raw = self._base_mask.clone()
+        self._stable = self._base_mask.clone()
+        self._undo = None
         self.last_step = None
         self._hist_history = []
         return self._record(0, table, self._base_mask)
@@ -275,8 +250,7 @@ class InteractionTracker:
     def update(self, step: int, i_and: Any, i_or: Any = None) -> dict[str, float]:
         """Classify the salient interactions at ``step``, update ``P_t``, return the metrics.
 
-        Steps must not decrease. Feeding the same step twice with the same interactions is
-        harmless (``P_t`` is idempotent), so a re-probe after a resume does no damage.
+        Steps must not decrease; feeding a step again replaces it (a re-probe after resume).
         """
         if self._base_i is None:
             raise RuntimeError(
@@ -289,7 +263,15 @@ class InteractionTracker:
             )
         table = _as_table(i_and, i_or, "update()")
         self._check_shape(table, "update()", self._base_i)
-        return self._record(int(step), table, self._salient(table))
+        if self.last_step is not None and int(step) == self.last_step and self._undo is not None:
+            self._preserved, self._prev_raw, self._stable = self._undo
+        self._undo = (self._preserved, self._prev_raw, self._stable)
+        raw = self._salient(table)
+        stable = raw
+        if self.categories == "debounced" and self._prev_raw is not None:
+            stable = debounce(raw, self._prev_raw, self._stable)
+        self._prev_raw, self._stable = raw, stable
+        return self._record(int(step), table, stable)
 
     # ------------------------------------------------------------------ the work
     @staticmethod
@@ -352,8 +334,14 @@ class InteractionTracker:
             noisy = emerged & (orders >= self.noise_min_order)
         noise_strength = strength(table, noisy)
         rho_noise = torch.nan_to_num(uncancelled_ratio(table, noisy), nan=1.0)
-        noise = _ratio((1.0 - rho_noise) * noise_strength, total_t, 0.0)
-        metrics[NOISE_KEY] = float(noise.mean())
+        design = _ratio((1.0 - rho_noise) * noise_strength, total_t, 0.0)
+        metrics[NOISE_DESIGN_KEY] = float(design.mean())
+        if self.noise_signal == "pooled":
+            noise = _ratio(noise_strength, total_t, 0.0)  # per probe, for last_noise()
+            metrics[NOISE_KEY] = pooled_share(noise_strength, total_t)
+        else:
+            noise = design
+            metrics[NOISE_KEY] = float(design.mean())
         metrics[TOTAL_STRENGTH_KEY] = float(total_t.mean())
 
         self._preserved = preserved
@@ -426,18 +414,22 @@ class InteractionTracker:
             "base_interactions": self._base_i,
             "base_mask": self._base_mask,
             "preserved_mask": self._preserved,
+            "previous_raw_mask": self._prev_raw,
+            "debounced_mask": self._stable,
             "reference_interactions": self._ref_i,
             "reference_mask": self._ref_mask,
         }
         for name, t in named.items():
             if t is not None:
-                tensors[name] = t.detach().cpu().contiguous()
+                tensors[name] = t.detach().cpu().contiguous().clone()
         meta = {
             "format": _STATE_FORMAT,
             "salient_rel": self.salient_rel,
             "salient_abs": self.salient_abs,
             "salient_scope": self.salient_scope,
             "noise_min_order": self.noise_min_order,
+            "categories": self.categories,
+            "noise_signal": self.noise_signal,
             "n_players": self._n,
             "num_probes": self.num_probes,
             "last_step": self.last_step,
@@ -465,6 +457,8 @@ class InteractionTracker:
         if ("reference_interactions" in tensors) != ("reference_mask" in tensors):
             raise ValueError("tracker state has only one of reference_interactions / _mask")
         settings = ("salient_rel", "salient_abs", "salient_scope", "noise_min_order")
+        settings += ("categories", "noise_signal")  # older states: the design's
+        meta = {"categories": "design", "noise_signal": "design", **meta}
         changed = [k for k in settings if meta.get(k) != getattr(self, k)]
         if changed:
             warnings.warn(
@@ -486,6 +480,11 @@ class InteractionTracker:
         self._base_i = get("base_interactions")
         self._base_mask = get("base_mask", torch.bool)
         self._preserved = get("preserved_mask", torch.bool)
+        self._prev_raw = get("previous_raw_mask", torch.bool)
+        self._stable = get("debounced_mask", torch.bool)
+        if self._prev_raw is None or self._stable is None:  # an older state: restart the debounce
+            self._prev_raw = self._stable = self._preserved
+        self._undo = None
         self._ref_i = get("reference_interactions")
         self._ref_mask = get("reference_mask", torch.bool)
         self._n = meta.get("n_players")

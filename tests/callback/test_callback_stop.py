@@ -74,9 +74,11 @@ class Spy(TrainerCallback):
 def test_interaction_noise_selects_the_best_model(make_trainer, tmp_path, h):
     spy = Spy()
     early = EarlyStoppingCallback(early_stopping_patience=100)
+    # The stage ends at step 10 (forced here): no checkpoint before it can become "best".
+    stopper = NoiseRiseStopper(stage_end_step=10, patience=100)
     trainer, cb = make_trainer(
         tmp_path,
-        {"schedule": 5, "early_stopping": False},
+        {"schedule": 5, "early_stopping": False, "stopper": stopper},
         callbacks=[early, spy],  # registered before the interaction callback
         eval_strategy="steps",
         eval_steps=5,
@@ -92,13 +94,17 @@ def test_interaction_noise_selects_the_best_model(make_trainer, tmp_path, h):
     noise = h.logged(trainer, "interactions/noise")
     evals = h.logged(trainer, "eval_interaction_noise")
     assert sorted(evals) == [0, 5, 10, 15, 20] and sorted(noise) == [0, 5, 10, 15, 20]
-    assert evals == noise  # each eval sees the probe point of its own step
+    assert stopper.stage_ended_at == 10
+    # before the stage end the metric is the worst value; from it on, the probe point's noise
+    assert evals[0] == evals[5] == math.inf
+    after = [10, 15, 20]
+    assert [evals[s] for s in after] == [noise[s] for s in after]
     assert spy.seen == sorted(evals.items())
-    best = min(v for s, v in noise.items() if s > 0)
+    best = min(v for s, v in noise.items() if s >= 10)
     assert trainer.state.best_metric == pytest.approx(best)
-    best_step = min(s for s, v in noise.items() if s > 0 and v == best)
+    best_step = min(s for s, v in noise.items() if s >= 10 and v == best)
     assert trainer.state.best_model_checkpoint.endswith(f"checkpoint-{best_step}")
-    assert trainer.state.best_global_step == best_step
+    assert trainer.state.best_global_step == best_step >= 10
     assert trainer.callback_handler.callbacks[0] is cb
     # The stock EarlyStoppingCallback got the metric: replay its counter on the values.
     best, counter = None, 0

@@ -11,9 +11,18 @@ import torch
 from sft_interaction_callback.keys import NOISE_KEY, REMOVED_FRACTION_KEY
 from sft_interaction_callback.tracking import (
     InteractionTracker,
-    NoiseRiseStopper,
     Stopper,
 )
+from sft_interaction_callback.tracking import NoiseRiseStopper as _NoiseRiseStopper
+
+
+def NoiseRiseStopper(**kw):  # noqa: N802 - the class under test, with the earlier defaults
+    """The stopper with the previous stage test ("rate") and min_delta 0: these curves test
+    that rule; the plateau stage test and the floor are tested in test_trusted_signal.py."""
+    kw.setdefault("stage_test", "rate")
+    kw.setdefault("min_delta", 0.0)
+    return _NoiseRiseStopper(**kw)
+
 
 
 def feed(stopper, steps, removed, noise):
@@ -187,6 +196,7 @@ def test_status_is_loggable():
         "stopper/stage": 2.0,
         "stopper/bad_points": 1.0,
         "stopper/best": 0.1,
+        "stopper/min_delta": 0.0,
     }
 
 
@@ -236,7 +246,7 @@ def _signal_and_noise(step: int):
 
 
 def test_tracker_and_stopper_together():
-    tracker = InteractionTracker()
+    tracker = InteractionTracker(categories="design", noise_signal="design")
     stopper = NoiseRiseStopper(patience=3)
     tracker.set_base(*_signal_and_noise(0))
     stopped = None

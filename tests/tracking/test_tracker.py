@@ -52,9 +52,17 @@ T3 = table({0: 6.0, 3: 3.0, 5: 1.5, 6: -0.7}, {6: 0.9, 7: 0.6})
 REF = table({3: 1.0, 6: 0.5, 7: -2.0}, {7: 0.9})
 
 
+#: DESIGN.md §5 categories and §7 noise (the options kept for comparison)
+DESIGN = {"categories": "design", "noise_signal": "design"}
+
+
 def tracker(**kw) -> InteractionTracker:
+    """The DESIGN.md §5 / §7 definitions (raw categories, design noise) unless overridden;
+    the debounced categories and the pooled signal are tested in test_trusted_signal.py."""
     kw.setdefault("salient_rel", None)
     kw.setdefault("salient_abs", 0.5)
+    kw.setdefault("categories", "design")
+    kw.setdefault("noise_signal", "design")
     return InteractionTracker(**kw)
 
 
@@ -179,7 +187,7 @@ def test_noise_rises_with_cancelling_high_order_terms_and_ignores_scale():
     values = []
     for scale in (0.0, 0.5, 1.0, 2.0):
         base, now = _high_order_noise(scale, (1.0, -1.0))
-        tr = InteractionTracker()  # default relative threshold
+        tr = InteractionTracker(**DESIGN)  # default relative threshold
         tr.set_base(*base)
         values.append(tr.update(10, *now)[NOISE_KEY])
     assert values[0] == 0.0
@@ -188,13 +196,13 @@ def test_noise_rises_with_cancelling_high_order_terms_and_ignores_scale():
 
     # Same strength, same sign: no cancellation, so it does not look like noise.
     base, now = _high_order_noise(1.0, (1.0, 1.0))
-    tr = InteractionTracker()
+    tr = InteractionTracker(**DESIGN)
     tr.set_base(*base)
     assert tr.update(10, *now)[NOISE_KEY] == 0.0
 
     # Multiplying the whole checkpoint by 20 (the output scale grows) changes nothing.
     base, now = _high_order_noise(1.0, (1.0, -1.0))
-    tr = InteractionTracker()
+    tr = InteractionTracker(**DESIGN)
     tr.set_base(*base)
     big = tr.update(10, *(20 * t for t in now))
     assert big[NOISE_KEY] == pytest.approx(values[2])
@@ -347,11 +355,11 @@ def test_match_type_false_tracks_subsets_across_types():
     i_and[0, 3] = 1.0  # {0, 1} as AND at step 0
     moved_and, moved_or = torch.zeros(1, size), torch.zeros(1, size)
     moved_or[0, 3] = 1.0  # the same subset as OR later
-    by_type = InteractionTracker(0.05)
+    by_type = InteractionTracker(0.05, **DESIGN)
     by_type.set_base(i_and, i_or)
     m = by_type.update(10, moved_and, moved_or)
     assert m["interactions/removed/count"] == 1 and m["interactions/emerged/count"] == 1
-    by_subset = InteractionTracker(0.05, match_type=False)
+    by_subset = InteractionTracker(0.05, match_type=False, **DESIGN)
     by_subset.set_base(i_and, i_or)
     m = by_subset.update(10, moved_and, moved_or)
     assert m["interactions/removed/count"] == 0 and m["interactions/emerged/count"] == 0

@@ -1,0 +1,209 @@
+"""Restore-best: go back to the checkpoint with the best interaction score (DESIGN.md §9).
+
+The lasting rise of new-interaction noise comes with or after the drop of held-out
+quality, so a rule that only *stops* is late by construction. With ``restore_best=True``
+(default) the callback therefore goes back, the label-free analogue of
+``load_best_model_at_end``: it needs no labelled evaluation set and no evaluation loop.
+
+* **Score.** The stopper's :attr:`restore_step`: the probe point with the lowest noise
+  signal since the denoising stage ended (``NoiseRiseStopper.restore_step``). Nothing
+  before the stage end can be chosen: early in training the noise is low because nothing
+  has been learned yet.
+* **Checkpoints.** At a probe point that becomes the new best, the callback asks the
+  Trainer to save (``control.should_save``), whatever ``save_strategy`` ("no" and
+  "steps" alike), so every candidate has a checkpoint. When the user has no
+  ``metric_for_best_model``, that folder is also recorded as
+  ``state.best_model_checkpoint``, which keeps ``save_total_limit`` from deleting it.
+* **Restore.** In ``on_train_end`` (after a stop, or at the end of training) the weights
+  of that checkpoint are loaded through the Trainer's own best-model loader, so full
+  models, sharded checkpoints and PEFT adapters (LoRA) load as ``load_best_model_at_end``
+  would. Nothing is done when ``load_best_model_at_end`` is set (the user chose the
+  Trainer's metric), when the stage never ended, or when the best point is the last
+  step (the weights already are that checkpoint's). A failure warns and keeps the
+  current weights; it never raises into training.
+* **Resume.** The best-so-far lives in the stopper's state, saved with every checkpoint,
+  so a resumed run keeps it.
+
+:func:`eval_value` gives the evaluation metric (``eval_interaction_noise``) the same
+meaning: before the stage ends it is the worst possible value (``+inf``, or ``-inf`` with
+``greater_is_better=True``), so ``metric_for_best_model="interaction_noise"`` never makes a
+checkpoint from before the stage end "best".
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import warnings
+from typing import Any
+
+from sft_interaction_callback.noise_floor import measure_floor
+
+__all__ = [
+    "eval_value",
+    "mark_best_checkpoint",
+    "measure_floor",
+    "observe",
+    "restore_at_end",
+    "restore_step_of",
+]
+
+logger = logging.getLogger("sft_interaction_callback")
+
+
+def restore_step_of(stopper: Any) -> int | None:
+    """The stopper's ``restore_step`` (the inner rule's for a wrapper), else None."""
+    for obj in (stopper, getattr(stopper, "inner", None)):
+        step = getattr(obj, "restore_step", None) if obj is not None else None
+        if isinstance(step, int) and not isinstance(step, bool):
+            return step
+    return None
+
+
+def stage_end_of(stopper: Any) -> int | None:
+    """Where the stopper's denoising stage ended (None: not yet, or no such notion)."""
+    for obj in (stopper, getattr(stopper, "inner", None)):
+        step = getattr(obj, "stage_ended_at", None) if obj is not None else None
+        if isinstance(step, int) and not isinstance(step, bool):
+            return step
+    return None
+
+
+def _enabled(callback: Any, args: Any) -> bool:
+    cfg = callback.config
+    return bool(getattr(cfg, "restore_best", False)) and cfg.early_stopping and (
+        not getattr(args, "load_best_model_at_end", False)
+    )
+
+
+def _checkpoint_dir(callback: Any, args: Any, step: int) -> str:
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    trainer = callback.trainer
+    out = args.output_dir
+    get = getattr(trainer, "_get_output_dir", None)
+    if callable(get):
+        try:
+            out = get(trial=None)
+        except Exception:  # noqa: BLE001 - fall back to args.output_dir
+            out = args.output_dir
+    return os.path.join(out, f"{PREFIX_CHECKPOINT_DIR}-{step}")
+
+
+def mark_best_checkpoint(callback: Any, args: Any, state: Any, control: Any) -> None:
+    """After a probe point: when it is the new best, have the Trainer save a checkpoint."""
+    try:
+        step = int(state.global_step)
+        if not _enabled(callback, args) or restore_step_of(callback.stopper) != step:
+            return
+        if callback.progress.last_step != step:
+            return
+        control.should_save = True
+        if getattr(args, "metric_for_best_model", None) is None:
+            state.best_model_checkpoint = _checkpoint_dir(callback, args, step)
+    except Exception as err:  # noqa: BLE001 - never break training
+        warnings.warn(f"restore_best: step {state.global_step}: {err}", stacklevel=2)
+
+
+def restore_at_end(callback: Any, args: Any, state: Any) -> int | None:
+    """Load the best checkpoint since the stage end; returns its step (None: nothing done)."""
+    if callback.trainer is None or not _enabled(callback, args):
+        return None
+    step = restore_step_of(callback.stopper)
+    if step is None:
+        logger.info("restore_best: the denoising stage never ended; keeping the final weights")
+        return None
+    callback.restored_step = step
+    if step == int(state.global_step):
+        _note(callback, step, "the best point is the last step: the weights already are its")
+        return step
+    folder = _checkpoint_dir(callback, args, step)
+    if not os.path.isdir(folder):
+        callback.restored_step = None
+        warnings.warn(
+            f"restore_best: the checkpoint of step {step} ({folder}) is missing; keeping the "
+            "weights of the last step",
+            stacklevel=2,
+        )
+        return None
+    trainer = callback.trainer
+    saved = state.best_model_checkpoint
+    try:
+        state.best_model_checkpoint = folder
+        trainer._load_best_model()
+    except Exception as err:  # noqa: BLE001 - never raise into the training loop
+        callback.restored_step = None
+        warnings.warn(
+            f"restore_best: loading {folder} failed ({type(err).__name__}: {err}); keeping the "
+            "weights of the last step",
+            stacklevel=2,
+        )
+        return None
+    finally:
+        state.best_model_checkpoint = saved
+    _note(callback, step, f"restored the weights of {folder}")
+    return step
+
+
+def _note(callback: Any, step: int, what: str) -> None:
+    """Log the restore and record it in ``<snapshots>/restore.json`` (main process)."""
+    from sft_interaction_callback.snapshots import atomic_write_json, try_write
+
+    stopper = callback.stopper
+    stage = stage_end_of(stopper)
+    best = getattr(stopper, "best", None)
+    logger.warning(
+        "interaction callback: restore_best: step %d (best noise %s since the stage end at "
+        "step %s): %s",
+        step,
+        "n/a" if best is None else f"{best:.4g}",
+        stage,
+        what,
+    )
+    snaps = callback.snapshots
+    trainer = callback.trainer
+    if snaps is None or not getattr(getattr(trainer, "state", None), "is_world_process_zero", True):
+        return
+    record = {"restore_step": step, "stage_ended_at": stage, "best_noise": best, "note": what}
+    try_write("restore", lambda: atomic_write_json(snaps.root / "restore.json", record))
+
+
+def eval_value(callback: Any, args: Any) -> float | None:
+    """``eval_interaction_noise``: the latest noise, but only once the stage has ended.
+
+    Before the stage end (or with a stopper that has no stage, when the last noise is
+    older than nothing) it is the worst value for the direction the Trainer compares in,
+    so no checkpoint from the denoising stage can be "best". ``None`` before any probe.
+    """
+    value = callback.progress.last_noise
+    if value is None:
+        return None
+    stopper = callback.stopper
+    has_stage = any(
+        hasattr(obj, "stage_ended_at") for obj in (stopper, getattr(stopper, "inner", None))
+    )
+    if not has_stage:
+        return value
+    stage = stage_end_of(stopper)
+    noise_step = callback.progress.last_noise_step
+    if stage is not None and noise_step is not None and noise_step >= stage:
+        return value
+    greater = getattr(args, "greater_is_better", None)
+    return -math.inf if greater else math.inf
+
+
+def observe(stopper: Any, step: int, metrics: dict[str, float]) -> None:
+    """With ``early_stopping=False``: feed the default rule without ever stopping.
+
+    The stage end and the best point are then still known, so the evaluation metric keeps
+    its meaning; a custom stopper is not asked (``early_stopping=False`` only watches).
+    """
+    from sft_interaction_callback.tracking.stopping import NoiseRiseStopper
+
+    if type(stopper) is NoiseRiseStopper:
+        try:
+            stopper.update(step, dict(metrics))
+        except Exception:  # noqa: BLE001 - watching must never break training
+            return None
+    return None

@@ -1,0 +1,128 @@
+"""restore_best: the weights after ``train()`` are those of the best checkpoint after the
+stage end (LoRA and full fine-tuning), a resumed run keeps the best-so-far, and the floor
+measurement leaves the model, its gradients and every RNG exactly as they were."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from sft_interaction_callback import NoiseRiseStopper
+from sft_interaction_callback.noise_floor import perturbed_weights
+
+
+class Pick:
+    """A stopper whose best point is ``best`` (once seen) and that fires at ``stop``."""
+
+    def __init__(self, best: int, stop: int) -> None:
+        self.best, self.stop, self.last = best, stop, -1
+        self.stage_ended_at = 0
+        self.reason = None
+
+    @property
+    def restore_step(self):
+        return self.best if self.last >= self.best else None
+
+    def update(self, step, metrics):
+        self.last = step
+        if step >= self.stop:
+            self.reason = f"Pick fired at {step}"
+            return True
+        return False
+
+
+def _saved(folder, lora: bool) -> dict[str, torch.Tensor]:
+    name = "adapter_model.safetensors" if lora else "model.safetensors"
+    return load_file(str(folder / name))
+
+
+def _current(model, lora: bool) -> dict[str, torch.Tensor]:
+    if lora:
+        from peft import get_peft_model_state_dict
+
+        return {k: v.detach() for k, v in get_peft_model_state_dict(model).items()}
+    return {k: v.detach() for k, v in model.state_dict().items()}
+
+
+def _same(saved: dict, now: dict) -> bool:
+    return all(torch.equal(saved[k], now[k]) for k in saved)
+
+
+@pytest.mark.parametrize("lora", [True, False], ids=["lora", "full"])
+def test_train_ends_with_the_weights_of_the_best_checkpoint(
+    make_trainer, tokenizer, tmp_path, h, lora
+):
+    model = h.tiny_llama(len(tokenizer), lora=lora)
+    trainer, cb = make_trainer(
+        tmp_path, {"schedule": 5, "stopper": Pick(best=10, stop=15)}, model=model, max_steps=20
+    )
+    trainer.train()
+    assert trainer.state.global_step == 15 and cb.stop_step == 15
+    best, last = tmp_path / "checkpoint-10", tmp_path / "checkpoint-15"
+    assert best.is_dir() and last.is_dir()  # saved at the best point although save_strategy="no"
+    now = _current(trainer.model, lora)
+    assert _same(_saved(best, lora), now)
+    assert not _same(_saved(last, lora), now)  # training moved on after step 10
+    assert cb.restored_step == 10
+    note = json.loads((tmp_path / "interactions" / "restore.json").read_text())
+    assert note["restore_step"] == 10
+
+
+def test_no_restore_with_load_best_model_at_end_or_when_off(make_trainer, tmp_path):
+    trainer, cb = make_trainer(
+        tmp_path, {"schedule": 5, "stopper": Pick(10, 15), "restore_best": False}, max_steps=20
+    )
+    trainer.train()
+    assert not (tmp_path / "checkpoint-10").exists()  # no extra checkpoint either
+    assert getattr(cb, "restored_step", None) is None
+
+
+def test_resume_keeps_the_best_so_far(make_trainer, tmp_path, h):
+    kw = {"schedule": 5, "min_delta": 0.0}
+    first_stopper = NoiseRiseStopper(stage_end_step=5, patience=100)
+    trainer, cb = make_trainer(
+        tmp_path, {**kw, "stopper": first_stopper}, save_strategy="steps", save_steps=5
+    )
+    trainer.train()
+    target = cb.restored_step
+    assert target is not None and 5 <= target < 15  # before the resume point below
+    noise = h.logged(trainer, "interactions/noise")
+    assert noise[target] == min(v for s, v in noise.items() if s >= 5)
+    expected = _current(trainer.model, True)
+
+    # Resume from step 15: the best so far may be before it; it is still the one restored.
+    again, cb2 = make_trainer(
+        tmp_path,
+        {**kw, "stopper": NoiseRiseStopper(stage_end_step=5, patience=100)},
+        save_strategy="steps",
+        save_steps=5,
+    )
+    again.train(resume_from_checkpoint=str(tmp_path / "checkpoint-15"))
+    assert cb2.restored_step == target
+    assert _same(expected, _current(again.model, True))
+
+
+def test_perturbed_weights_restore_bit_exactly_and_touch_no_rng(tokenizer, h):
+    model = h.tiny_llama(len(tokenizer), lora=False)
+    model.lm_head.weight.grad = torch.ones_like(model.lm_head.weight)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.random.get_rng_state()
+    with perturbed_weights(model, 1e-3, seed=3):
+        moved = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
+        assert moved  # the weights did move
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert torch.equal(torch.random.get_rng_state(), rng)
+    assert torch.equal(model.lm_head.weight.grad, torch.ones_like(model.lm_head.weight))
+
+
+def test_floor_is_logged_at_step_0_and_sets_min_delta(make_trainer, tmp_path, h):
+    trainer, cb = make_trainer(tmp_path, {"schedule": 5}, max_steps=5)
+    trainer.train()
+    floor = h.logged(trainer, "interactions/noise_floor")
+    assert list(floor) == [0] and floor[0] >= 0
+    assert cb.stopper.floor == pytest.approx(floor[0])
+    assert cb.stopper.min_delta == pytest.approx(3 * floor[0])
+    assert h.logged(trainer, "interactions/stopper/min_delta")[5] == pytest.approx(3 * floor[0])
