@@ -1,28 +1,34 @@
-"""A single self-contained HTML page for one run: summary, plots and the probes' interactions.
+"""A single self-contained HTML page for one run: summary, charts and the probes' interactions.
 
-The page has no external asset: the PNG plots are embedded as base64 ``data:`` URIs and
-the few lines of CSS and JavaScript are inline, so it opens offline and can be mailed or
-attached as it is. All user text (prompts, targets, probe ids, stop reasons, paths) is
-HTML-escaped. Hovering (or focusing, or clicking to pin) an interaction row highlights its
-words in the probe's prompt; without JavaScript the words are still listed as chips.
+The page has no external asset and needs no server: the charts are inline SVG (a few KB
+each, where a base64 PNG weighs ~100 KB; each chart appears once, the PNG files beside
+the page are linked, not embedded), the per-step probe data is an inline JSON block, and
+the few lines of CSS and JavaScript are inline, so it opens offline and can be mailed as
+it is. All user text (prompts, targets, probe ids, stop reasons, paths) is HTML-escaped.
+
+Each probe has a step slider: its strongest AND / OR / removed interactions and the
+colour of its words (how strongly each takes part in salient interactions) at every
+probed step. Hovering (or focusing, or clicking to pin) an interaction row highlights its
+words in the prompt. Without JavaScript the stop (or last) step is shown, words listed
+as chips.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as _dt
+import json
 import math
 from collections.abc import Iterable, Sequence
 from html import escape
 from typing import Any
 
 from ..keys import CATEGORIES, NOISE_KEY, REMOVED_FRACTION_KEY, TOTAL_STRENGTH_KEY, category_key
+from .probe_steps import probe_step_data, word_strengths
 from .run_data import Interaction, ProbeInfo, RunData
+from .svg_charts import CHARTS
 
 __all__ = ["render_html"]
 
-#: plots shown across the full page width (the others two by two)
-WIDE = frozenset({"overview.png", "quality.png", "orders.png"})
 _TAG = {"removed": "removed", "preserved": "preserved", "emerged": "new", "salient": "salient"}
 
 _CSS = """
@@ -49,16 +55,18 @@ table.metrics th:first-child,table.metrics td:first-child{text-align:left}
 .dot.removed{background:var(--removed)}.dot.preserved{background:var(--preserved)}
 .dot.emerged{background:var(--emerged)}
 .notes{color:#7a5a00;background:#fff8e1;border-color:#f0dc9a}
-.plots{display:grid;grid-template-columns:repeat(auto-fit,minmax(500px,1fr));gap:16px}
-.plots figure.wide{grid-column:1/-1}
+.plots{display:grid;grid-template-columns:repeat(auto-fit,minmax(460px,1fr));gap:16px}
 figure{margin:0;background:#fff;border:1px solid var(--line);border-radius:8px;padding:10px}
-figure img{max-width:100%;height:auto;display:block;margin:0 auto}
+figure svg{display:block;font:11px system-ui,sans-serif;fill:#334}
+figure svg polyline,figure svg line{fill:none}
+.stepper{display:flex;align-items:center;gap:10px;margin:6px 0 10px;font-size:13px}
+.stepper input{flex:1;max-width:420px}.step-label{font-weight:600;min-width:9em}
 figcaption{color:var(--muted);font-size:13px;margin-top:6px}
 .prompt{white-space:pre-wrap;word-wrap:break-word;font:14px/1.7 ui-monospace,SFMono-Regular,Menlo,
 Consolas,monospace;background:#fafbfc;border:1px solid var(--line);border-radius:6px;padding:10px;
 max-height:18em;overflow:auto}
-.pl{border-bottom:2px solid #99a;background:#eef0f6;border-radius:3px;padding:0 1px;
-transition:background .1s,opacity .1s}
+.pl{border-bottom:2px solid #99a;background:rgba(255,140,0,calc(.08 + .62 * var(--w,0)));
+border-radius:3px;padding:0 1px;transition:background .1s,opacity .1s}
 .probe.focus .pl{opacity:.45}
 .probe.focus .pl.hl{opacity:1;font-weight:700}
 .pl.hl[data-cat=removed]{background:var(--bg-removed);border-color:var(--removed)}
@@ -91,6 +99,11 @@ tr.cat-emerged .chip{border-color:var(--emerged)}
 
 _JS = """
 (function(){
+  var el=document.getElementById('probe-data'), D=el?JSON.parse(el.textContent):null;
+  var CAT=D?D.categories:[];
+  var TAG={removed:'removed',preserved:'preserved',emerged:'new',salient:'salient'};
+  function esc(s){return String(s).replace(/[&<>"]/g,function(c){
+    return {'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;'}[c];});}
   function players(row){
     return (row.getAttribute('data-players')||'').split(' ').filter(function(s){return s;});
   }
@@ -105,7 +118,7 @@ _JS = """
     });
     probe.querySelectorAll('.ix-row').forEach(function(r){r.classList.toggle('active',r===row);});
   }
-  document.querySelectorAll('.probe').forEach(function(probe){
+  function bind(probe){
     probe.querySelectorAll('.ix-row').forEach(function(row){
       function on(){probe._hover=row;show(probe);}
       function off(){if(probe._hover===row){probe._hover=null;}show(probe);}
@@ -121,6 +134,46 @@ _JS = """
         if(e.key==='Enter'||e.key===' '){e.preventDefault();row.click();}
       });
     });
+  }
+  function table(list,words,withKind){
+    if(!list.length)return '<p class="empty">none</p>';
+    var h='<table class="ix"><tbody>';
+    list.forEach(function(it){
+      var cat=CAT[it[2]], ps=[], chips='';
+      for(var i=0;i<words.length;i++){
+        if((it[0]>>i)&1){ps.push(i);chips+='<span class="chip">'+esc(words[i])+'</span>';}
+      }
+      var kind=withKind?' <span class="kind">'+(it[3]?'OR':'AND')+'</span>':'';
+      h+='<tr class="ix-row cat-'+cat+'" data-cat="'+cat+'" data-players="'+ps.join(' ')+
+        '" tabindex="0"><td class="tagcell"><span class="tag '+cat+'">'+TAG[cat]+'</span>'+
+        kind+'</td><td>'+chips+'</td><td class="num">'+(it[1]>0?'+':'')+
+        Number(it[1]).toPrecision(3)+'</td></tr>';
+    });
+    return h+'</tbody></table>';
+  }
+  function render(probe,k){
+    var d=D.probes[+probe.getAttribute('data-index')][k], step=D.steps[k], words=[];
+    probe.querySelectorAll('.pl').forEach(function(w){words[+w.getAttribute('data-p')]=w.textContent;});
+    var which=step===D.stop?' (stop)':'';
+    var cols=[['AND at step '+step+which,table(d[0],words,false)],
+              ['OR at step '+step+which,table(d[1],words,false)]];
+    var tracked=d[0].concat(d[1],d[2]).some(function(it){return CAT[it[2]]!=='salient';});
+    if(tracked)cols.push(['Removed (strength at step '+D.base+')',table(d[2],words,true)]);
+    probe.querySelector('.ix-grid').innerHTML=cols.map(function(c){
+      return '<div class="ix-col"><h4>'+esc(c[0])+'</h4>'+c[1]+'</div>';}).join('');
+    probe.querySelectorAll('.pl').forEach(function(w){
+      var v=d[3][+w.getAttribute('data-p')];
+      w.style.setProperty('--w',v===undefined?0:v/100);
+      w.title='player '+w.getAttribute('data-p')+': '+(v===undefined?'–':v+'%')+
+        ' of the strongest word';
+    });
+    probe.querySelector('.step-label').textContent='step '+step+which;
+    probe._hover=probe._pinned=null;bind(probe);show(probe);
+  }
+  document.querySelectorAll('.probe').forEach(function(probe){
+    bind(probe);
+    var s=probe.querySelector('input.step');
+    if(s&&D){s.disabled=false;s.addEventListener('input',function(){render(probe,+s.value);});}
   });
 })();
 """
@@ -140,8 +193,9 @@ def _pct(x: Any) -> str:
     return f"{100 * x:.1f}%"
 
 
-def _prompt_html(probe: ProbeInfo) -> str:
-    """The prompt, escaped, with every player wrapped in ``<span class="pl" data-p=i>``."""
+def _prompt_html(probe: ProbeInfo, strengths: Sequence[int] = ()) -> str:
+    """The prompt, escaped, with every player wrapped in ``<span class="pl" data-p=i>``,
+    coloured by ``strengths[i]`` (0-100, see :func:`.probe_steps.word_strengths`)."""
     parts, pos = [], 0
     order = sorted(range(len(probe.players)), key=lambda i: probe.players[i])
     for i in order:
@@ -150,7 +204,10 @@ def _prompt_html(probe: ProbeInfo) -> str:
             continue
         parts.append(escape(probe.prompt[pos:start]))
         word = escape(probe.prompt[start:end])
-        parts.append(f'<span class="pl" data-p="{i}" title="player {i}">{word}</span>')
+        w = strengths[i] if i < len(strengths) else None
+        style = f' style="--w:{w / 100:.2f}"' if w is not None else ""
+        note = f": {w}% of the strongest word" if w is not None else ""
+        parts.append(f'<span class="pl" data-p="{i}"{style} title="player {i}{note}">{word}</span>')
         pos = end
     parts.append(escape(probe.prompt[pos:]))
     return "".join(parts)
@@ -175,7 +232,9 @@ def _rows(items: Sequence[Interaction], show_kind: bool) -> str:
     return "".join(out)
 
 
-def _probe_html(run: RunData, probe: ProbeInfo, top: int) -> str:
+def _probe_html(
+    run: RunData, probe: ProbeInfo, top: int, steps: Sequence[int], strengths: Sequence[int]
+) -> str:
     step = run.focus_step
     tops = run.top_interactions(probe.index, top)
     which = " (stop)" if step is not None and step == run.stop_step else ""
@@ -187,11 +246,20 @@ def _probe_html(run: RunData, probe: ProbeInfo, top: int) -> str:
         cols.append((f"Removed (strength at step {run.base_step})", _rows(tops["removed"], True)))
     grid = "".join(f'<div class="ix-col"><h4>{escape(h)}</h4>{body}</div>' for h, body in cols)
     words = ", ".join(probe.words)
+    stepper = ""
+    if len(steps) > 1:
+        at = steps.index(step) if step in steps else len(steps) - 1
+        stepper = (
+            f'<div class="stepper"><span class="step-label">step {step}{which}</span>'
+            f'<input class="step" type="range" min="0" max="{len(steps) - 1}" value="{at}" '
+            f'disabled aria-label="probed step ({steps[0]}–{steps[-1]})">'
+            f'<span class="hint">{steps[0]} … {steps[-1]} ({len(steps)} probed steps)</span></div>'
+        )
     return (
-        f'<article class="card probe" id="probe-{probe.index}">'
-        f"<h3>Probe {escape(probe.label)}</h3>"
+        f'<article class="card probe" id="probe-{probe.index}" data-index="{probe.index}">'
+        f"<h3>Probe {escape(probe.label)}</h3>{stepper}"
         f'<div class="prompt" aria-label="prompt; players: {escape(words)}">'
-        f"{_prompt_html(probe)}</div>"
+        f"{_prompt_html(probe, strengths)}</div>"
         f'<details class="target"><summary>target (the trained response)</summary>'
         f"<pre>{escape(probe.target)}</pre></details>"
         f'<div class="ix-grid">{grid}</div></article>'
@@ -277,27 +345,45 @@ def render_html(
     top: int = 8,
     notes: Iterable[str] = (),
 ) -> str:
-    """The report page. ``images`` are ``(file name, caption, PNG bytes)``, in page order."""
+    """The report page. ``images`` are ``(file name, caption, PNG bytes)`` of the PNG files
+    written beside the page: linked, not embedded (the page draws its own SVG charts)."""
     title = f"SFT interaction report: {run.run_dir.name or run.run_dir}"
     figures = []
-    for name, caption, data in images:
-        b64 = base64.b64encode(data).decode("ascii")
-        anchor = escape(name.rsplit(".", 1)[0])
-        wide = ' class="wide"' if name in WIDE else ""
+    for anchor, caption, draw in CHARTS:
+        svg = draw(run)
+        if svg:
+            cap = f"<figcaption>{escape(caption)}</figcaption>"
+            figures.append(f'<figure id="plot-{anchor}">{svg}{cap}</figure>')
+    files = " · ".join(f'<a href="{escape(name)}">{escape(name)}</a>' for name, _, _ in images)
+    if files:
         figures.append(
-            f'<figure id="plot-{anchor}"{wide}><img src="data:image/png;base64,{b64}" '
-            f'alt="{escape(caption)}"><figcaption>{escape(caption)} '
-            f"(<code>{escape(name)}</code>)</figcaption></figure>"
+            f'<p class="hint">The same curves as PNG files beside this page: {files}.</p>'
         )
-    probes = "".join(_probe_html(run, p, top) for p in run.probes)
+    data = probe_step_data(run, top) if run.probes and run.snapshot_steps else None
+    focus = run.focus_step
+    try:
+        focus_words = word_strengths(run, focus) if focus in run.snapshot_steps else []
+    except (KeyError, ValueError, RuntimeError):
+        focus_words = []
+    steps = data["steps"] if data else []
+    probes = "".join(
+        _probe_html(run, p, top, steps, focus_words[p.index] if p.index < len(focus_words) else ())
+        for p in run.probes
+    )
     if not run.probes:
         probes_section = '<p class="empty">No probes.json: probe texts are not available.</p>'
     else:
         probes_section = (
-            '<p class="hint">Players (the masked words) are underlined in each prompt. Hover, '
-            "focus or click an interaction to highlight its words; strengths are the signed "
-            f"interactions I(S), the {top} strongest by |I(S)| per list.</p>" + probes
+            '<p class="hint">Players (the masked words) are underlined in each prompt and '
+            "shaded by how strongly they take part in salient interactions at the chosen step. "
+            "Move a probe's step slider to see it at every probed step; hover, focus or click an "
+            "interaction to highlight its words. Strengths are the signed interactions I(S), "
+            f"the {top} strongest by |I(S)| per list.</p>" + probes
         )
+    script = ""
+    if data is not None:
+        payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
+        script = f'<script type="application/json" id="probe-data">{payload}</script>'
     now = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     plots = "".join(figures) or "<p>No plots.</p>"
     return (
@@ -311,5 +397,5 @@ def render_html(
         f"<h2>Summary</h2>{_summary_html(run, notes)}"
         f'<h2 id="plots">Plots</h2><div class="plots">{plots}</div>'
         f'<h2 id="probes">Probes</h2><section>{probes_section}</section>'
-        f"</main><script>{_JS}</script></body></html>\n"
+        f"</main>{script}<script>{_JS}</script></body></html>\n"
     )

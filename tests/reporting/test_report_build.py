@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import base64
 import html
+import json
 import re
 
 import pytest
 import torch
 
 from sft_interaction_callback.reporting.plots import PLOTS
+from sft_interaction_callback.reporting.probe_steps import word_strengths
 from sft_interaction_callback.reporting.report import build_report
 from sft_interaction_callback.reporting.run_data import (
     NoInteractionsData,
@@ -26,7 +27,8 @@ def _png_size(data: bytes) -> tuple[int, int]:
     return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
 
 
-def test_every_plot_is_a_png_and_embedded_in_the_page(full_report):
+def test_every_plot_is_a_png_file_linked_and_each_chart_drawn_once(full_report):
+    """PNG files beside the page (linked, not inlined), and each chart once, as SVG."""
     assert list(full_report.plots) == ALL_PLOTS
     page = full_report.html.read_text(encoding="utf-8")
     for name, path in full_report.plots.items():
@@ -34,16 +36,59 @@ def test_every_plot_is_a_png_and_embedded_in_the_page(full_report):
         width, height = _png_size(data)
         assert width > 400 and height > 200 and len(data) > 5000, name
         assert path.parent == full_report.out_dir
-        assert f'src="data:image/png;base64,{base64.b64encode(data).decode()}"' in page
-    assert page.count('<img src="data:image/png;base64,') == len(ALL_PLOTS)
+        assert f'<a href="{name}">{name}</a>' in page
+    assert "data:image/png" not in page and "<img" not in page
+    figures = re.findall(r'<figure id="plot-([a-z]+)">', page)
+    assert figures == ["counts", "strengths", "quality", "noise", "orders", "loss"]
+    assert page.count("<svg ") == len(figures)
     assert full_report.files == [*full_report.plots.values(), full_report.html]
+    assert len(page.encode()) < sum(p.stat().st_size for p in full_report.plots.values())
+
+
+def test_each_probe_is_viewable_at_every_probed_step(full_report, full_run):
+    page = full_report.html.read_text(encoding="utf-8")
+    data = json.loads(html.unescape(re.search(r'id="probe-data">(.*?)</script>', page).group(1)))
+    run = load_run(full_run.root)
+    assert data["steps"] == run.snapshot_steps and data["steps"][data["focus"]] == 20
+    assert len(data["probes"]) == len(full_run.probes)
+    for p, per_step in enumerate(data["probes"]):
+        assert len(per_step) == len(data["steps"])
+        for step, (ands, ors, removed, words) in zip(data["steps"], per_step, strict=True):
+            top = run.top_interactions(p, 8, step)
+            assert [it[0] for it in ands] == [it.subset for it in top["and"]]
+            assert [it[0] for it in ors] == [it.subset for it in top["or"]]
+            assert [it[3] for it in removed] == [int(it.kind == "or") for it in top["removed"]]
+            assert len(words) == run.n_players and max(words) == 100 and min(words) >= 0
+    sliders = re.findall(r'<input class="step" type="range" min="0" max="(\d+)"', page)
+    assert sliders == [str(len(data["steps"]) - 1)] * len(full_run.probes)
+
+
+def test_words_are_coloured_by_their_interaction_strength(full_run):
+    run = load_run(full_run.root)
+    strengths = word_strengths(run, 20)
+    i_and, i_or = full_run.tables[20]
+    salient = full_run.sets["preserved"] | full_run.sets["emerged"]
+    size = i_and.shape[-1]
+    for p, got in enumerate(strengths):
+        table = torch.cat([i_and[p], i_or[p]]).abs().double() * salient[p]
+        want = []
+        for i in range(run.n_players):
+            total = 0.0
+            for s in range(size):
+                if (s >> i) & 1:
+                    total += float(table[s] + table[size + s]) / bin(s).count("1")
+            want.append(total)
+        top = max(want)
+        assert got == [round(100 * w / top) for w in want]
 
 
 def test_page_is_self_contained(full_report):
     page = full_report.html.read_text(encoding="utf-8")
     assert page.startswith("<!DOCTYPE html>")
-    # nothing fetched from anywhere: no external src/href, no @import, no url()
-    assert not re.search(r'(src|href)="(?!data:|#)', page)
+    # nothing fetched from anywhere: no src, no href but anchors and the PNG files beside
+    # the page, no @import, no url()
+    assert not re.search(r'src="', page)
+    assert not re.search(r'href="(?!#)(?![a-z_]+\.png")', page)
     assert "@import" not in page and "url(" not in page
     assert "http://" not in page and "https://" not in page
 
@@ -64,9 +109,10 @@ def test_probe_prompts_are_escaped_with_players_highlighted(full_report, full_ru
     assert "&lt;script&gt;alert(&quot;owned&quot;)&lt;/script&gt; &amp; <span" in page
     for probe in full_run.probes:
         for i, word in enumerate(probe.words):
-            assert (
-                f'<span class="pl" data-p="{i}" title="player {i}">{html.escape(word)}</span>'
-                in page
+            pattern = rf'<span class="pl" data-p="{i}" style="--w:[01]\.\d\d" title="player {i}: '
+            assert re.search(
+                pattern + rf'\d+% of the strongest word">{re.escape(html.escape(word))}</span>',
+                page,
             )
         assert f'id="probe-{full_run.probes.index(probe)}"' in page
     assert page.count('class="ix-row') > 3 * len(full_run.probes)

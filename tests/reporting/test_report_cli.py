@@ -22,7 +22,8 @@ def test_report_cli_on_a_run_without_losses_reference_or_stop(tmp_path, make_run
     assert "γ (generalizability) was not measured" in captured.err
 
     page = (out / "report.html").read_text(encoding="utf-8")
-    assert page.count('<img src="data:image/png;base64,') == len(names)
+    assert all(f'<a href="{n}">' in page for n in names) and "data:image/png" not in page
+    assert '<figure id="plot-noise">' in page and '<figure id="plot-loss">' not in page
     assert "Early stop</dt><dd>not triggered" in page
     assert "Reference model</dt><dd>none" in page and "<th>γ</th>" not in page
     assert "Metrics at step 20 (last)" in page
