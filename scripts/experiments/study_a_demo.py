@@ -57,9 +57,17 @@ from sft_interaction_callback.keys import (  # noqa: E402
 )
 from sft_interaction_callback.tracking.shadow import ProbePoints  # noqa: E402
 
-METHODS = ("interaction_stop", "eval_loss_patience3", "eval_loss_patience3_best", "best", "end")
+METHODS = (
+    "interaction_stop",
+    "interaction_restore",
+    "eval_loss_patience3",
+    "eval_loss_patience3_best",
+    "best",
+    "end",
+)
 METHOD_LABELS = {
-    "interaction_stop": "interaction stop (ours)",
+    "interaction_stop": "interaction stop (ours, stop only)",
+    "interaction_restore": "interaction stop + restore-best (ours, default)",
     "eval_loss_patience3": "eval-loss patience 3",
     "eval_loss_patience3_best": "eval-loss patience 3 + load best",
     "best": "best step in hindsight",
@@ -108,8 +116,11 @@ def analyse(summary: dict, metrics: list[dict], eval_every: int) -> dict:
     es_best = best_step(grid, greater_is_better=False, until=es_used)
     stop = summary["stop"]["step"]
     best = best_step(acc)
+    restore = summary["stop"].get("restore_step")
     used = {
         "interaction_stop": stop if stop is not None else max_steps,
+        # restore_best: the run ends at the stop (or the end), the model is the restored one
+        "interaction_restore": stop if stop is not None else max_steps,
         "eval_loss_patience3": es_used,
         # load_best_model_at_end: the run still trains to es_used, the model is the best one
         "eval_loss_patience3_best": es_used,
@@ -117,6 +128,8 @@ def analyse(summary: dict, metrics: list[dict], eval_every: int) -> dict:
         "end": max_steps,
     }
     model_step = {**used, "eval_loss_patience3_best": es_best}
+    if restore is not None:
+        model_step["interaction_restore"] = restore
     methods = {
         m: {
             "steps": used[m],
@@ -251,23 +264,26 @@ def tables(records: list[dict]) -> str:
             f"| {METHOD_LABELS[m]} | {_fmt(*steps, digits=0)} | {_fmt(*acc, pct=True)} "
             f"| {_fmt(*reg, pct=True)} |"
         )
+    out += ["", *paired_differences(records)]
     acc0 = mean_sd(r["accuracy_step0"] for r in records)
     out += ["", f"Accuracy before SFT (step 0): {_fmt(*acc0, pct=True)}%.", ""]
     out += [
-        "| seed | interaction stop | eval-loss patience 3 | best step | acc. stop / "
-        "patience / best / end (%) | removed fraction at stop / peak | 90% of peak removal "
-        "by step |",
+        "| seed | interaction stop / restored | eval-loss patience 3 / best | best step | acc. "
+        "stop / restored / patience+best / best / end (%) | removed fraction at stop / peak | "
+        "90% of peak removal by step |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in records:
         ms, rem = r["methods"], r["removal"]
         accs = " / ".join(
             "n/a" if ms[m]["accuracy"] is None else f"{100 * ms[m]['accuracy']:.1f}"
-            for m in ("interaction_stop", "eval_loss_patience3", "best", "end")
+            for m in ("interaction_stop", "interaction_restore", "eval_loss_patience3_best")
+            + ("best", "end")
         )
         out.append(
-            f"| {r['seed']} | {ms['interaction_stop']['steps']} | "
-            f"{ms['eval_loss_patience3']['steps']} | {ms['best']['steps']} | {accs} | "
+            f"| {r['seed']} | {ms['interaction_stop']['steps']} / "
+            f"{ms['interaction_restore']['model_step']} | {ms['eval_loss_patience3']['steps']} / "
+            f"{ms['eval_loss_patience3_best']['model_step']} | {ms['best']['steps']} | {accs} | "
             f"{_num(rem['fraction_at_stop'])} / {_num(rem['fraction_peak'])} | "
             f"{rem['step_reaching_90pct_of_peak']} |"
         )
@@ -322,6 +338,39 @@ def tables(records: list[dict]) -> str:
         f" | {_fmt(*mean_sd(c['overhead_share'] for c in cost), pct=True)}% |",
     ]
     return "\n".join(out) + "\n"
+
+
+def paired_differences(records: list[dict]) -> list[str]:
+    """Regret of restore-best minus that of each baseline, paired by seed, with a 95% t-CI."""
+    import statistics
+
+    try:
+        from scipy.stats import t as student_t
+    except ImportError:  # pragma: no cover - scipy comes with the solver
+        student_t = None
+    lines = [
+        "Paired differences of regret, interaction stop + restore-best minus the other method "
+        "(pp; mean, sd and 95% t-interval over seeds; negative favours restore-best):",
+        "",
+        "| versus | mean | sd | 95% CI |",
+        "|---|---|---|---|",
+    ]
+    for other in ("eval_loss_patience3_best", "eval_loss_patience3", "interaction_stop", "end"):
+        diffs = []
+        for r in records:
+            a = r["methods"]["interaction_restore"]["regret_vs_best"]
+            b = r["methods"][other]["regret_vs_best"]
+            if a is not None and b is not None:
+                diffs.append(100 * (a - b))
+        if len(diffs) < 2:
+            continue
+        m, sd = statistics.fmean(diffs), statistics.stdev(diffs)
+        q = student_t.ppf(0.975, len(diffs) - 1) if student_t else 2.776
+        half = q * sd / math.sqrt(len(diffs))
+        lines.append(
+            f"| {METHOD_LABELS[other]} | {m:+.2f} | {sd:.2f} | [{m - half:+.2f}, {m + half:+.2f}] |"
+        )
+    return lines
 
 
 def _num(x: float | None) -> str:
@@ -389,6 +438,19 @@ def plot(records: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def _pip_freeze() -> str | None:
+    """``pip freeze`` of this interpreter (recorded with the results), or None."""
+    import subprocess
+
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "pip", "freeze"], capture_output=True, text=True, timeout=120
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the seeds (or redo tables and plots with ``--replot``); write the outputs."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -433,6 +495,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     with open(out / "runs.json", "w") as f:
         json.dump({"meta": meta, "runs": records}, f, indent=1)
+    freeze = _pip_freeze()
+    if freeze:
+        (out / "pip_freeze.txt").write_text(freeze)
     write_csv(records, out / "runs.csv")
     text = tables(records)
     (out / "table.md").write_text(text)

@@ -80,6 +80,12 @@ def summarise(
         grew = norm["end"] > norm["stop"]
 
     acc_stop = _at_or_before(acc, stop)
+    stage_end = getattr(inner, "stage_ended_at", None)
+    # restore-best: the checkpoint the callback goes back to at the stop (recorded by the
+    # shadow stopper then), or at the end of training when the rule never fired
+    restore = shadow.restore_step if stop is not None else getattr(inner, "restore_step", None)
+    acc_restored = _at_or_before(acc, restore)
+    acc_stage = _at_or_before(acc, stage_end)
     summary: dict[str, Any] = {
         "run_dir": str(run_dir),
         "settings": asdict(settings),
@@ -94,12 +100,18 @@ def summarise(
             or f"the stopper did not fire ({getattr(inner, 'stage_reason', '')})",
             "fired": stop is not None,
             "before_last_step": stop is not None and stop < settings.max_steps,
-            "denoising_stage_ended_at": getattr(inner, "stage_ended_at", None),
+            "denoising_stage_ended_at": stage_end,
+            "restore_step": restore,
+            "noise_floor": getattr(inner, "floor", None),
+            "min_delta": getattr(inner, "min_delta", None),
         },
         "accuracy": {
             "step0": acc.get(0),
             "stop": None if acc_stop is None else acc_stop[1],
             "stop_eval_step": None if acc_stop is None else acc_stop[0],
+            "restored": None if acc_restored is None else acc_restored[1],
+            "restored_step": None if acc_restored is None else acc_restored[0],
+            "stage_end": None if acc_stage is None else acc_stage[1],
             "best": None if best_step is None else acc[best_step],
             "best_step": best_step,
             "end": None if end_step is None else acc[end_step],
@@ -194,6 +206,9 @@ def _checks(s: Mapping[str, Any]) -> dict[str, bool | None]:
         "accuracy_at_stop_ge_end": None
         if acc["stop"] is None or acc["end"] is None
         else acc["stop"] >= acc["end"],
+        "restored_within_2pp_of_best": None
+        if acc.get("restored") is None or acc["best"] is None
+        else acc["best"] - acc["restored"] <= 0.02 + 1e-9,
     }
 
 
@@ -216,17 +231,30 @@ def format_summary(s: Mapping[str, Any]) -> str:
             f"pretrained model (stage 1): {_pct(st1['accuracy_true_rule'])} held-out accuracy on "
             f"the true rule, {_pct(st1['accuracy_corpus_rule'])} on its noisy corpus's labels"
         )
+    stage = stop.get("denoising_stage_ended_at")
+    lines.append(
+        "denoising stage: "
+        + (f"ended at step {stage}" if stage is not None else "did not end")
+        + f" (noise floor {_num(stop.get('noise_floor'))}, min_delta {_num(stop.get('min_delta'))})"
+    )
     if stop["fired"]:
         lines.append(f"stop: step {stop['step']} of {s['max_steps']}")
     else:
         lines.append(f"stop: the stopper did not fire in {s['max_steps']} steps")
+    restored = stop.get("restore_step")
+    lines.append(
+        "restore-best: "
+        + (f"back to the checkpoint of step {restored}" if restored is not None else "nothing")
+        + " (lowest noise since the stage end, up to the stop)"
+    )
     lines.append(f"  reason: {stop['reason']}")
     lines.append(
         "  (shadow mode: training went on to max_steps to measure the end; the model at the "
         "stop step is the one early stopping would keep)"
     )
     lines.append(
-        f"held-out accuracy: step 0 {_pct(acc['step0'])} | stop {_pct(acc['stop'])}"
+        f"held-out accuracy: step 0 {_pct(acc['step0'])} | stage end {_pct(acc.get('stage_end'))}"
+        f" | stop {_pct(acc['stop'])} | restored {_pct(acc.get('restored'))}"
         f" | best {_pct(acc['best'])} (step {acc['best_step']})"
         f" | end {_pct(acc['end'])} (step {acc['end_step']})"
     )

@@ -25,6 +25,7 @@ __all__ = ["Stopper", "NoiseRiseStopper", "ask_stopper", "stopper_status"]
 
 _STATE_FORMAT = "sft_interaction_callback.noise_rise_stopper/1"
 STAGE_TESTS = ("plateau", "rate")
+RESTORE_RULES = ("last_good", "min")
 
 
 @runtime_checkable
@@ -102,9 +103,12 @@ class NoiseRiseStopper:
     step-0 model against itself with slightly perturbed weights; the callback passes it
     to :meth:`set_floor`); without a measured floor it is 0.
 
-    **Restore target.** :attr:`restore_step` is the step of that running minimum: the probe
-    point with the best (lowest) interaction score since the stage ended, ``None`` while
-    the stage has not ended. ``restore_best`` in the callback loads its checkpoint.
+    **Restore target** (:attr:`restore_step`, ``None`` while the stage has not ended;
+    ``restore_best`` in the callback loads its checkpoint). ``restore="last_good"``
+    (default): the last point since the stage end that was not bad, i.e. whose score was
+    within ``min_delta`` of the running minimum: points that close to the minimum are
+    indistinguishable from it at the measurement's floor, and the later one has learned
+    more of the task. ``restore="min"``: the point of the minimum itself.
 
     A missing, NaN or infinite metric value does not count and does not reset: the point
     is skipped for that metric. Points with a step not after the last one seen are ignored
@@ -129,6 +133,7 @@ class NoiseRiseStopper:
         stage_window: float = 0.5,
         stage_tolerance: float = 0.1,
         floor_multiple: float = 3.0,
+        restore: str = "last_good",
     ) -> None:
         _check_int("patience", patience, 1)
         _check_int("warmup_points", warmup_points, 0)
@@ -137,6 +142,8 @@ class NoiseRiseStopper:
             _check_int("stage_end_step", stage_end_step, 0)
         if min_delta is not None and not (isinstance(min_delta, (int, float)) and min_delta >= 0):
             raise ValueError(f"min_delta must be None (auto) or a number >= 0, got {min_delta!r}")
+        if restore not in RESTORE_RULES:
+            raise ValueError(f"restore must be one of {RESTORE_RULES}, got {restore!r}")
         if stage_test not in STAGE_TESTS:
             raise ValueError(f"stage_test must be one of {STAGE_TESTS}, got {stage_test!r}")
         if not (isinstance(stage_window, (int, float)) and 0 <= stage_window < 1):
@@ -159,6 +166,7 @@ class NoiseRiseStopper:
         self.stage_window = float(stage_window)
         self.stage_tolerance = float(stage_tolerance)
         self.floor_multiple = float(floor_multiple)
+        self.restore = restore
         self.metric = metric
         self.warmup_points = warmup_points
         self.stage_end_fraction = float(stage_end_fraction)
@@ -184,6 +192,7 @@ class NoiseRiseStopper:
         self.stop_step: int | None = None
         self.reason: str | None = None
         self.floor: float | None = None
+        self.last_good_step: int | None = None
         self._max_history: list[list[float]] = []  # [step, running max] per valid point
 
     @property
@@ -199,8 +208,10 @@ class NoiseRiseStopper:
 
     @property
     def restore_step(self) -> int | None:
-        """The probe step with the lowest ``metric`` since the stage ended (None before)."""
-        return None if self.stage_ended_at is None else self.best_step
+        """The probe step to go back to (see the class docstring; None before the stage end)."""
+        if self.stage_ended_at is None:
+            return None
+        return self.last_good_step if self.restore == "last_good" else self.best_step
 
     def set_floor(self, floor: float | None) -> None:
         """The measured floor of ``metric`` (ignored when not a finite number >= 0)."""
@@ -221,16 +232,19 @@ class NoiseRiseStopper:
             self._observe_stage(step, _value(metrics, self.stage_metric))
             if self.stage_ended_at is not None and y is not None:
                 self.best, self.best_step = y, step
+                self.last_good_step = step
             return False
         if y is None:
             return False
         if self.best is None:
             self.best, self.best_step = y, step
+            self.last_good_step = step
             return False
         if y > self.best + self.min_delta:
             self.bad_steps.append(step)
         else:
             self.bad_steps = []
+            self.last_good_step = step
         if y < self.best:
             self.best, self.best_step = y, step
         if len(self.bad_steps) >= self.patience:
@@ -310,7 +324,7 @@ class NoiseRiseStopper:
         "reason",
     )
     #: fields added later; a state without them keeps the defaults
-    _OPTIONAL = {"floor": None, "_max_history": []}
+    _OPTIONAL = {"floor": None, "_max_history": [], "last_good_step": None}
 
     def state_dict(self) -> dict[str, Any]:
         """The decision state, JSON-able (strict JSON: no NaN or inf)."""

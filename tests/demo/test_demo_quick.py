@@ -89,10 +89,14 @@ def test_summary_json(quick_run):
     assert summary["max_steps"] == 60
     stop = summary["stop"]
     assert {"step", "reason", "fired", "before_last_step", "denoising_stage_ended_at"} <= set(stop)
+    assert {"restore_step", "noise_floor", "min_delta"} <= set(stop)
     assert isinstance(stop["reason"], str) and stop["reason"]
     acc = summary["accuracy"]
-    for key in ("step0", "stop", "best", "best_step", "end", "end_step", "by_step"):
+    for key in ("step0", "stop", "restored", "stage_end", "best", "best_step", "end", "end_step"):
         assert key in acc
+    if stop["restore_step"] is not None:  # restore-best reads the accuracy of that checkpoint
+        assert stop["restore_step"] >= stop["denoising_stage_ended_at"]
+        assert acc["restored"] == acc["by_step"][str(acc["restored_step"])]
     assert set(acc["by_step"]) == {"0", "20", "40", "60"}
     assert all(0.0 <= v <= 1.0 for v in acc["by_step"].values())
     assert acc["end_step"] == 60 and acc["end"] == acc["by_step"]["60"]
@@ -107,6 +111,7 @@ def test_summary_json(quick_run):
         "removal_mostly_before_stop",
         "emerged_grew_after_stop",
         "accuracy_at_stop_ge_end",
+        "restored_within_2pp_of_best",
     }
     planted = {p["type"]: p for p in summary["planted"]}
     assert planted["AND"]["words"] == ["silver", "key"]
@@ -127,8 +132,10 @@ def test_printed_summary(quick_run):
     assert "=== demo summary ===" in text
     tail = text[text.index("=== demo summary ===") :]
     for needle in (
+        "denoising stage:",
         "stop:",
         "reason:",
+        "restore-best:",
         "held-out accuracy: step 0",
         "removed strength:",
         "newly emerged strength",

@@ -82,7 +82,8 @@ def test_a_rule_that_never_fired_counts_as_training_to_the_end(study):
     assert r["removal"]["fraction_at_stop"] == 0.95
     assert r["planted"][0]["stop_emerged"] == 1  # the end's category stands in
     text = study.tables([r, study.analyse(_summary(stop=40), _metrics(), eval_every=10)])
-    assert "| interaction stop (ours) | 60 ± 28 |" in text
+    assert "| interaction stop (ours, stop only) | 60 ± 28 |" in text
+    assert "| interaction stop + restore-best (ours, default) | 60 ± 28 |" in text
 
 
 def test_tiny_study_runs_end_to_end(study, tmp_path, monkeypatch):

@@ -129,7 +129,7 @@ def test_plateau_waits_while_removal_keeps_growing():
     assert s.stage_ended_at is None
 
 
-def test_min_delta_is_a_multiple_of_the_floor_and_restore_step_is_the_best_point():
+def test_min_delta_is_a_multiple_of_the_floor_and_the_restore_step():
     s = NoiseRiseStopper(patience=2)
     assert s.min_delta == 0.0
     s.set_floor(0.01)
@@ -140,12 +140,17 @@ def test_min_delta_is_a_multiple_of_the_floor_and_restore_step_is_the_best_point
     noise = [0.9, 0.9, 0.9, 0.9, 0.2, 0.1, 0.12, 0.125, 0.2, 0.25, 0.3, 0.3]
     decisions = _feed(s, removed, noise)
     assert s.stage_ended_at == 30  # two saturated points (20, 30) after the warm-up
-    assert s.restore_step == 60  # the lowest noise since the stage end
+    # the last point within min_delta of the running minimum (0.1 at step 60) before the rise
+    assert s.restore_step == 80 and s.best_step == 60
     # 0.12 and 0.125 stay within min_delta of 0.1: not bad; 0.2 and 0.25 are
     assert s.stop_step == 100 and decisions.index(True) == 9
     restored = NoiseRiseStopper(patience=2)
     restored.load_state_dict(s.state_dict())
-    assert restored.floor == 0.01 and restored.restore_step == 60
+    assert restored.floor == 0.01 and restored.restore_step == 80
+    by_min = NoiseRiseStopper(patience=2, restore="min")
+    by_min.set_floor(0.01)
+    _feed(by_min, removed, noise)
+    assert by_min.restore_step == 60  # the minimum itself
 
 
 def test_shadow_stopper_records_the_restore_step_at_the_stop():

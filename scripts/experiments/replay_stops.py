@@ -1,0 +1,352 @@
+"""Replay stopping rules after the fact: the shipped rule against the new one with restore-best.
+
+Two sources, two modes:
+
+* ``--stored`` (default): the stored curves of ``docs/results/study_a/runs.json`` (demo,
+  5 seeds) and ``docs/results/study_b*/runs.json`` (MiniLM on GoEmotions). They hold, per
+  run, the probe-point curves ``interactions/noise`` (DESIGN.md §7 signal on the §5
+  categories) and ``removed/fraction`` (plus ``emerged/strength_norm``) and the held-out
+  accuracy at the evaluation steps. The new signal (pooled, debounced) needs the
+  interactions themselves, which these files do not hold, so the replay runs the new
+  *rule* (plateau stage test + restore-best) on the stored signals, and says which.
+* ``--runs DIR ...``: demo run folders with their step snapshots
+  (``interactions/step-*.safetensors``) and ``summary.json``. Any tracker variant
+  (debounced / design categories, pooled / design signal) is recomputed from the stored
+  AND-OR interactions, so every rule can be replayed exactly; this is what the defaults
+  were tuned with (tuning seeds only) and what ``--grid`` prints.
+
+Restore-best is replayed exactly as the callback does it: the probe point with the lowest
+signal since the stage end, up to the stop (or the end when the rule never fires); its
+held-out accuracy is read at that step (for Study B, whose evaluations are every 15 steps
+and probes every 5, only probe points that were also evaluated are candidates: the
+callback with ``schedule="eval"``). Regret = best held-out accuracy in hindsight minus the
+accuracy of the model the method ends with, in percentage points.
+
+    python scripts/experiments/replay_stops.py                  # the stored-curves table
+    python scripts/experiments/replay_stops.py --runs /tmp/runs/*seed10?  --grid
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import math
+import statistics
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from sft_interaction_callback.keys import NOISE_KEY, REMOVED_FRACTION_KEY  # noqa: E402
+from sft_interaction_callback.tracking.stopping import NoiseRiseStopper  # noqa: E402
+
+STORED = {
+    "A (demo, 5 seeds)": ["docs/results/study_a/runs.json"],
+    "B (MiniLM, GoEmotions)": [
+        "docs/results/study_b/runs.json",
+        "docs/results/study_b_long/runs.json",
+    ],
+}
+
+
+# ---------------------------------------------------------------------- rules
+@dataclass(frozen=True)
+class Rule:
+    """A stopping rule: the stopper's settings, the signal it reads, restore-best or not."""
+
+    name: str
+    stopper: dict[str, Any] = field(default_factory=dict)
+    signal: str = "noise"  # key into a run's probe-point curves
+    restore: bool = True
+
+    def make(self, floor: float | None) -> NoiseRiseStopper:
+        stopper = NoiseRiseStopper(**self.stopper)
+        stopper.set_floor(floor)
+        return stopper
+
+
+SHIPPED = Rule(
+    "shipped (rate stage test, min_delta 0, stop only)",
+    {"stage_test": "rate", "min_delta": 0.0},
+    restore=False,
+)
+NEW = Rule("new rule + restore-best", {})
+
+
+@dataclass
+class Run:
+    """One run: probe-point curves ``{name: {step: value}}``, accuracy ``{step: value}``."""
+
+    name: str
+    curves: dict[str, dict[int, float]]
+    accuracy: dict[int, float]
+    max_steps: int
+    baselines: dict[str, float | None] = field(default_factory=dict)  # method -> accuracy
+    floor: float | None = None
+
+    @property
+    def best(self) -> float:
+        return max(self.accuracy.values())
+
+
+def replay(run: Run, rule: Rule) -> dict[str, Any]:
+    """``{stop, stage_end, model_step, accuracy, regret_pp}`` of ``rule`` on ``run``."""
+    stopper = rule.make(run.floor)
+    signal, removed = run.curves[rule.signal], run.curves["removed_fraction"]
+    candidates: dict[int, float] = {}
+    stop = None
+    for step in sorted(signal):
+        if step == 0:
+            continue
+        fired = stopper.update(
+            step, {NOISE_KEY: signal[step], REMOVED_FRACTION_KEY: removed.get(step)}
+        )
+        if stopper.stage_ended_at is not None and step in run.accuracy:
+            candidates[step] = signal[step]
+        if fired:
+            stop = step
+            break
+    used = stop if stop is not None else run.max_steps
+    model_step = used
+    if rule.restore and stopper.stage_ended_at is not None and candidates:
+        low = min(candidates.values())
+        model_step = min(s for s, v in candidates.items() if v == low)
+    acc = _at_or_before(run.accuracy, model_step)
+    return {
+        "stop": stop,
+        "stage_end": stopper.stage_ended_at,
+        "model_step": model_step,
+        "accuracy": acc,
+        "regret_pp": None if acc is None else 100 * (run.best - acc),
+    }
+
+
+def _at_or_before(series: Mapping[int, float], step: int) -> float | None:
+    keys = [s for s in series if s <= step]
+    return series[max(keys)] if keys else None
+
+
+# ---------------------------------------------------------------------- stored curves
+def _int_keys(d: Mapping[str, Any]) -> dict[int, float]:
+    return {int(k): float(v) for k, v in d.items() if v is not None}
+
+
+def load_stored(paths: Iterable[str]) -> list[Run]:
+    """Runs from the stored study files (A: ``curves`` dicts; B: parallel lists)."""
+    runs = []
+    for path in paths:
+        data = json.loads((ROOT / path).read_text())
+        for r in data["runs"]:
+            c = r["curves"]
+            if "probe_steps" in c:  # study B
+                steps = c["probe_steps"]
+                curves = {
+                    "noise": dict(zip(steps, c["noise"], strict=True)),
+                    "removed_fraction": dict(zip(steps, c["removed/fraction"], strict=True)),
+                    "emerged_strength_norm": dict(
+                        zip(steps, c["emerged/strength_norm"], strict=True)
+                    ),
+                }
+                acc = dict(zip(c["eval_steps"], c["eval_accuracy"], strict=True))
+                patience = r["stop"]["patience"]
+                pstep = patience["step"] if patience["fired"] else max(acc)
+                loss = dict(zip(c["eval_steps"], c["eval_loss"], strict=True))
+                best_loss = min((s for s in loss if 0 < s <= pstep), key=lambda s: (loss[s], s))
+                runs.append(
+                    Run(
+                        f"{Path(path).parent.name}/{r['run']}",
+                        curves,
+                        acc,
+                        max(acc),
+                        {"eval_loss_patience3_best": acc[best_loss]},
+                    )
+                )
+            else:  # study A
+                curves = {
+                    k: _int_keys(c[k])
+                    for k in ("noise", "removed_fraction", "emerged_strength_norm")
+                }
+                acc = _int_keys(c["accuracy"])
+                base = {
+                    "eval_loss_patience3_best": r["methods"]["eval_loss_patience3_best"]["accuracy"]
+                }
+                runs.append(Run(f"study_a/seed{r['seed']}", curves, acc, r["max_steps"], base))
+    return runs
+
+
+# ---------------------------------------------------------------------- run folders
+def load_run_dir(run_dir: Path, variants: Iterable[tuple[str, str]]) -> Run:
+    """A demo run folder: the signals of each tracker variant recomputed from snapshots."""
+    import torch
+
+    from sft_interaction_callback.callback_state import make_tracker
+    from sft_interaction_callback.config import InteractionConfig
+    from sft_interaction_callback.snapshots import load_tensors
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    files = sorted(glob.glob(str(run_dir / "interactions" / "step-*.safetensors")))
+    tables = []
+    for f in files:
+        t, meta = load_tensors(f)
+        tables.append(
+            (int(meta["step"]), t["i_and"].to(torch.float64), t["i_or"].to(torch.float64))
+        )
+    curves: dict[str, dict[int, float]] = {}
+    for cats, sig in variants:
+        tr = make_tracker(InteractionConfig(categories=cats, noise_signal=sig))
+        noise, removed = {}, {}
+        for step, a, o in tables:
+            m = tr.set_base(a, o) if step == 0 else tr.update(step, a, o)
+            noise[step], removed[step] = m[NOISE_KEY], m[REMOVED_FRACTION_KEY]
+        curves[f"noise[{cats},{sig}]"] = noise
+        curves[f"removed_fraction[{cats}]"] = removed
+    rows = [
+        json.loads(x)
+        for x in (run_dir / "interactions" / "metrics.jsonl").read_text().splitlines()
+        if x
+    ]
+    floor = next((r.get("interactions/noise_floor") for r in rows if r.get("step") == 0), None)
+    acc = _int_keys(summary["accuracy"]["by_step"])
+    return Run(run_dir.name, curves, acc, int(summary["max_steps"]), {}, floor)
+
+
+def variant_rule(rule: Rule, cats: str, sig: str) -> Rule:
+    return replace(rule, signal=f"noise[{cats},{sig}]")
+
+
+def replay_variant(run: Run, rule: Rule, cats: str) -> dict[str, Any]:
+    view = replace(
+        run, curves={**run.curves, "removed_fraction": run.curves[f"removed_fraction[{cats}]"]}
+    )
+    return replay(view, rule)
+
+
+# ---------------------------------------------------------------------- output
+def mean_sd(xs: list[float]) -> str:
+    xs = [x for x in xs if x is not None and not math.isnan(x)]
+    if not xs:
+        return "n/a"
+    sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
+    return f"{statistics.fmean(xs):.2f} ± {sd:.2f}"
+
+
+def stored_table() -> str:
+    rules = [
+        SHIPPED,
+        Rule("new rule, stop only (signal: stored noise)", {"min_delta": 0.0}, restore=False),
+        Rule("new rule + restore-best (signal: stored noise)", {"min_delta": 0.0}),
+        Rule(
+            "new rule + restore-best (signal: stored emerged/strength_norm)",
+            {"min_delta": 0.0},
+            signal="emerged_strength_norm",
+        ),
+    ]
+    out = [
+        "Replay on the stored curves (regret = best held-out accuracy in hindsight minus the "
+        "accuracy of the model each method ends with, percentage points; mean ± sd over runs).",
+        "The stored files hold the DESIGN.md §7 signal on the §5 categories, not the new pooled, "
+        "debounced signal, and no measured floor: the new rule runs with min_delta = 0 here.",
+        "",
+    ]
+    for study, paths in STORED.items():
+        runs = load_stored(paths)
+        out += [
+            f"### Study {study}: {len(runs)} runs",
+            "",
+            "| method | mean regret (pp) | per run (pp) | stop / restored step per run |",
+            "|---|---|---|---|",
+        ]
+        for rule in rules:
+            res = [replay(r, rule) for r in runs]
+            per = ", ".join(f"{x['regret_pp']:.1f}" for x in res)
+            steps = ", ".join(f"{x['stop'] or 'end'}/{x['model_step']}" for x in res)
+            out.append(
+                f"| {rule.name} | {mean_sd([x['regret_pp'] for x in res])} | {per} | {steps} |"
+            )
+        base = [100 * (r.best - r.baselines["eval_loss_patience3_best"]) for r in runs]
+        out.append(
+            f"| eval-loss patience 3 + load best (stored) | {mean_sd(base)} | "
+            f"{', '.join(f'{x:.1f}' for x in base)} | |"
+        )
+        out.append("")
+    return "\n".join(out)
+
+
+def grid_table(run_dirs: list[Path], *, judge: bool = False) -> str:
+    """The tuning grid on run folders: mean regret of each (variant, rule) combination."""
+    variants = [(c, s) for c in ("debounced", "design") for s in ("pooled", "design")]
+    runs = [load_run_dir(d, variants) for d in run_dirs]
+    stoppers = {
+        "shipped rate, min_delta 0, no restore": ({"stage_test": "rate", "min_delta": 0.0}, False),
+    }
+    floors = all(r.floor is not None for r in runs)
+    deltas = (
+        [{"floor_multiple": m} for m in (0.0, 1.0, 3.0, 10.0)]
+        if floors
+        else [{"min_delta": d} for d in (0.0, 0.005, 0.01, 0.02, 0.05)]
+    )
+    for p in (2, 3, 5):
+        for delta in deltas:
+            for window, tol in ((0.5, 0.1), (0.5, 0.2), (0.67, 0.1)):
+                for restore in ("min", "last_good"):
+                    kw = {
+                        "patience": p,
+                        "stage_window": window,
+                        "stage_tolerance": tol,
+                        "restore": restore,
+                        **delta,
+                    }
+                    label = ", ".join(f"{k}={v}" for k, v in kw.items())
+                    stoppers[f"plateau {label}"] = (kw, True)
+        for delta in deltas:
+            kw = {"patience": p, "stage_test": "rate", "restore": "last_good", **delta}
+            stoppers["rate " + ", ".join(f"{k}={v}" for k, v in kw.items())] = (kw, True)
+    lines = [
+        f"runs: {', '.join(r.name for r in runs)}; floors: "
+        + ", ".join("n/a" if r.floor is None else f"{r.floor:.4f}" for r in runs),
+        "",
+        "| categories | signal | rule | mean regret (pp) | per run | stop/restored |",
+        "|---|---|---|---|---|---|",
+    ]
+    scored = []
+    for cats, sig in variants:
+        for name, (kw, restore) in stoppers.items():
+            rule = variant_rule(Rule(name, kw, restore=restore), cats, sig)
+            res = [replay_variant(r, rule, cats) for r in runs]
+            regrets = [x["regret_pp"] for x in res]
+            mean = statistics.fmean(regrets)
+            scored.append((mean, cats, sig, name, regrets, res))
+    for _mean, cats, sig, name, regrets, res in sorted(scored, key=lambda x: x[0]):
+        steps = ", ".join(f"{x['stop'] or 'end'}/{x['model_step']}" for x in res)
+        lines.append(
+            f"| {cats} | {sig} | {name} | {mean_sd(regrets)} | "
+            f"{', '.join(f'{x:.1f}' for x in regrets)} | {steps} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", nargs="*", help="demo run folders (with step snapshots)")
+    parser.add_argument("--grid", action="store_true", help="print the tuning grid for --runs")
+    parser.add_argument("--out", help="also write the table to this file")
+    args = parser.parse_args(argv)
+    if args.runs:
+        text = grid_table([Path(d) for d in args.runs])
+    else:
+        text = stored_table()
+    print(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
