@@ -72,10 +72,12 @@ class Settings:
     train_size: int = 800
     tune_size: int = 400
     judge_size: int = 1000
-    max_steps: int = 200
-    grid: tuple[int, ...] = (0, 5, 10, 15, 20, 30, 40, 60, 80, 100, 130, 160, 200)
+    # lr and length chosen on tuning seed 0 / the tuning split: at 2e-3 and 200 steps the
+    # model had only just left the majority-class prediction (tuning accuracy 0.53)
+    max_steps: int = 300
+    grid: tuple[int, ...] = (0, 5, 10, 15, 20, 30, 40, 60, 80, 100, 130, 160, 200, 250, 300)
     batch_size: int = 16
-    lr_lora: float = 2e-3
+    lr_lora: float = 5e-3
     lora_r: int = 16
     lora_alpha: int = 32
     num_probes: int = 4

@@ -1,0 +1,255 @@
+#!/usr/bin/env python
+"""Tables of issue 14 from the studies' ``runs.json``: judged stops and the paper's claims.
+
+Reads only stored results (no training): every stop is replayed by ``stops.py`` from the
+curves each run stored, so a new rule shows up here once it is registered there.
+
+* **Stops**: per setting and configuration, over the *judging* seeds only: the step whose
+  model each rule keeps, its judging accuracy and regret (best in hindsight minus it, pp),
+  mean ± sd; then the paired difference of regret between the label-free interaction stop
+  and each rival, with a 95% t-interval over seeds (negative = the interaction stop is
+  better).
+* **Claims** (arXiv 2605.17967 / DESIGN.md §6) with the floor beside each: the same
+  tracker quantity for the step-0 model with weights perturbed by 1e-3 of their std.
+
+    python scripts/experiments/report_evidence.py docs/results/study_c docs/results/study_d \\
+        --tuning-seeds 0 > docs/results/evidence_tables.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+from stops import LABELS, NEEDS_LABELS, judge, t_interval  # noqa: E402
+
+INTERACTION = ("interaction", "interaction_restore")
+RIVALS = ("patience_best", "patience", "eb", "fraction", "end")
+KEY = "interactions/"
+
+
+def _ms(xs: list[float | None], spec: str = ".1f") -> str:
+    v = [float(x) for x in xs if x is not None and not math.isnan(float(x))]
+    if not v:
+        return "n/a"
+    m = statistics.fmean(v)
+    text = format(m, spec)
+    if len(v) > 1:
+        text += f" ± {format(statistics.stdev(v), spec)}"
+    return text + ("" if len(v) == len(xs) else f" ({len(v)}/{len(xs)})")
+
+
+def _ci(diffs: list[float]) -> str:
+    m, lo, hi, n = t_interval(diffs)
+    if n == 0:
+        return "n/a"
+    if n == 1:
+        return f"{m:+.1f} (1 seed)"
+    return f"{m:+.1f} [{lo:+.1f}, {hi:+.1f}]"
+
+
+def groups(runs: list[dict], tuning: set[int]) -> dict[tuple[str, str], list[dict]]:
+    out: dict[tuple[str, str], list[dict]] = {}
+    for r in runs:
+        if r["seed"] in tuning:
+            continue
+        cfg = f"{int(round(100 * r['noise']))}% noise, {r['method']}"
+        out.setdefault((r["setting"], cfg), []).append(r)
+    return out
+
+
+def stops_table(groups_: dict[tuple[str, str], list[dict]]) -> str:
+    lines = [
+        "| setting | config | seeds | stop | label-free | step kept | judging acc. (%) "
+        "| regret (pp) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for (setting, cfg), rs in groups_.items():
+        judged = [r.get("stops") or judge(r) for r in rs]
+        for name, label in LABELS.items():
+            lines.append(
+                f"| {setting} | {cfg} | {len(rs)} | {label} | "
+                f"{'no' if name in NEEDS_LABELS else 'yes'} "
+                f"| {_ms([j[name]['used_step'] for j in judged], '.0f')} "
+                f"| {_ms([100 * j[name]['accuracy'] for j in judged])} "
+                f"| {_ms([j[name]['regret_pp'] for j in judged])} |"
+            )
+    lines += [
+        "",
+        "Paired difference of regret (pp), interaction stop minus rival, mean and 95% "
+        "t-interval over the judging seeds (negative: the interaction stop is better):",
+        "",
+        "| setting | config | seeds | interaction rule | "
+        + " | ".join(f"vs {LABELS[r]}" for r in RIVALS)
+        + " |",
+        "|---|---|---|---|" + "---|" * len(RIVALS),
+    ]
+    for (setting, cfg), rs in groups_.items():
+        judged = [r.get("stops") or judge(r) for r in rs]
+        for mine in INTERACTION:
+            cells = [
+                _ci([j[mine]["regret_pp"] - j[rival]["regret_pp"] for j in judged])
+                for rival in RIVALS
+            ]
+            lines.append(
+                f"| {setting} | {cfg} | {len(rs)} | {LABELS[mine]} | " + " | ".join(cells) + " |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _at(r: dict, step: int, key: str) -> float | None:
+    p = r["points"].get(str(step)) or {}
+    x = (p.get("interactions") or {}).get(KEY + key)
+    return None if x is None else float(x)
+
+
+def _early_step(r: dict) -> int:
+    grid = sorted(int(s) for s in r["grid"])
+    return next(s for s in grid if s >= 0.15 * r["max_steps"])
+
+
+def removal_step(r: dict, share: float = 0.9) -> int | None:
+    """First grid step where the removed fraction reaches ``share`` of its peak."""
+    grid = sorted(int(s) for s in r["grid"])
+    fr = {s: _at(r, s, "removed/fraction") for s in grid}
+    fr = {s: v for s, v in fr.items() if v is not None}
+    if not fr or max(fr.values()) <= 0:
+        return None
+    peak = max(fr.values())
+    return next(s for s in grid if s in fr and fr[s] >= share * peak)
+
+
+def claims_table(groups_: dict[tuple[str, str], list[dict]]) -> str:
+    lines = [
+        "| setting | config | seeds | quantity | measured | floor (unchanged model) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (setting, cfg), rs in groups_.items():
+        lines += _claims_rows(setting, cfg, rs)
+    return "\n".join(lines) + "\n"
+
+
+def _claims_rows(setting: str, cfg: str, rs: list[dict]) -> list[str]:
+    """The claims rows of one configuration (see :func:`claims_table`)."""
+    lines: list[str] = []
+    end = [r["max_steps"] for r in rs]
+
+    def row(q: str, measured: str, floor: str) -> None:
+        lines.append(f"| {setting} | {cfg} | {len(rs)} | {q} | {measured} | {floor} |")
+
+    def fl(key: str, spec: str = ".2f") -> str:
+        return _ms([r["floor"].get(KEY + key) for r in rs], spec)
+
+    rsteps = [removal_step(r) for r in rs]
+    row(
+        "removal: step reaching 90% of peak removed fraction (of max steps)",
+        f"{_ms(rsteps, '.0f')} (of {end[0]})",
+        "—",
+    )
+    row(
+        "removed fraction at the end",
+        _ms([_at(r, e, "removed/fraction") for r, e in zip(rs, end, strict=True)], ".2f"),
+        fl("removed/fraction"),
+    )
+    for cat in ("removed", "preserved"):
+        for m, spec in (("count", ".1f"), ("mean_order", ".2f"), ("gamma", ".2f"),
+                        ("rho", ".2f")):  # fmt: skip
+            row(
+                f"{cat} {m} at the end",
+                _ms([_at(r, e, f"{cat}/{m}") for r, e in zip(rs, end, strict=True)], spec),
+                fl(f"{cat}/{m}", spec),
+            )
+    row(
+        "γ of all step-0 salient interactions (base rate for γ)",
+        _ms([_at(r, 0, "preserved/gamma") for r in rs], ".2f"),
+        "—",
+    )
+    row(
+        "ρ of all step-0 salient interactions (base rate for ρ)",
+        _ms([_at(r, 0, "preserved/rho") for r in rs], ".2f"),
+        "—",
+    )
+    for m, spec in (("count", ".1f"), ("mean_order", ".2f"), ("gamma", ".2f"),
+                    ("rho", ".2f"), ("strength_norm", ".2f")):  # fmt: skip
+        early = _ms([_at(r, _early_step(r), f"emerged/{m}") for r in rs], spec)
+        late = _ms([_at(r, e, f"emerged/{m}") for r, e in zip(rs, end, strict=True)], spec)
+        row(
+            f"emerged {m}: early (≈15% of run) → end",
+            f"{early} → {late}",
+            fl(f"emerged/{m}", spec),
+        )
+    row(
+        "noise signal: early → end",
+        f"{_ms([_at(r, _early_step(r), 'noise') for r in rs], '.3f')} → "
+        f"{_ms([_at(r, e, 'noise') for r, e in zip(rs, end, strict=True)], '.3f')}",
+        fl("noise", ".3f"),
+    )
+    return lines
+
+
+def cost_table(groups_: dict[tuple[str, str], list[dict]]) -> str:
+    lines = [
+        "| setting | config | runs | run s | train wall s | probe s | eval s | EB s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for (setting, cfg), rs in groups_.items():
+        t = [r["timing"] for r in rs]
+        lines.append(
+            f"| {setting} | {cfg} | {len(rs)} | {_ms([x['run_seconds'] for x in t], '.0f')} "
+            f"| {_ms([x['train_wall_seconds'] for x in t], '.0f')} "
+            f"| {_ms([x['probe_seconds'] for x in t], '.0f')} "
+            f"| {_ms([x['eval_seconds'] for x in t], '.0f')} "
+            f"| {_ms([x['eb_seconds'] for x in t], '.0f')} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def curves_table(runs: list[dict], tuning: set[int]) -> str:
+    """Per-run curves at a glance: judging accuracy and the stops' kept steps."""
+    lines = ["| run | judging acc. step 0 / best / end (%) | kept step: " + " / ".join(
+        LABELS[n].split(" (")[0] for n in LABELS) + " |", "|---|---|---|"]  # fmt: skip
+    for r in runs:
+        j = r.get("stops") or judge(r)
+        acc = [p["judge_acc"] for p in r["points"].values()]
+        tag = " (tuning)" if r["seed"] in tuning else ""
+        lines.append(
+            f"| {r['setting']} {r['run']}{tag} | {100 * acc[0]:.1f} / {100 * max(acc):.1f} / "
+            f"{100 * acc[-1]:.1f} | " + " / ".join(str(j[n]["used_step"]) for n in LABELS) + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("dirs", nargs="+", help="study output folders holding runs.json")
+    p.add_argument("--tuning-seeds", type=int, nargs="*", default=[0])
+    args = p.parse_args(argv)
+    tuning = set(args.tuning_seeds)
+    runs: list[dict[str, Any]] = []
+    for d in args.dirs:
+        path = Path(d) / "runs.json"
+        if path.is_file():
+            runs += json.loads(path.read_text())["runs"]
+    g = groups(runs, tuning)
+    print("### Stops (judging seeds only)\n")
+    print(stops_table(g))
+    print("### Claims, with floors (judging seeds, end of the run unless said)\n")
+    print(claims_table(g))
+    print("### Cost per run (1 CPU thread)\n")
+    print(cost_table(g))
+    print("### Every run\n")
+    print(curves_table(runs, tuning))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
