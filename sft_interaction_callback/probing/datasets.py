@@ -62,7 +62,8 @@ LM_TARGET_WORDS = 16
 
 def row_format(row: Mapping[str, Any], text_field: str = "text") -> str:
     """The format of one row: ``messages``, ``prompt_completion``, ``instruction``,
-    ``text_label``, ``text`` or ``tokenized``; a ``ValueError`` naming its columns otherwise.
+    ``text_label``, ``text``, ``tokenized`` or ``tokenized_label`` (token ids and a class
+    ``label``); a ``ValueError`` naming its columns otherwise.
 
     A ``labels`` column next to ``input_ids`` holds token ids (what TRL's ``SFTTrainer``
     adds when it tokenizes), never a class label; raw text columns win over token ids.
@@ -79,6 +80,8 @@ def row_format(row: Mapping[str, Any], text_field: str = "text") -> str:
         return "text_label"
     if text_field in keys:
         return "text"
+    if tokenized and "label" in keys:
+        return "tokenized_label"  # tokenized classification rows: the text, then the label
     if tokenized:
         return "tokenized"
     raise ValueError(
@@ -283,6 +286,13 @@ def _strip_special_suffix(text: str, tokenizer: Any) -> str:
     return text
 
 
+def decode(row: Mapping[str, Any], tokenizer: Any) -> str:
+    """The text of a pre-tokenized row, without the special tokens the tokenizer adds."""
+    if getattr(tokenizer, "decode", None) is None:
+        raise ValueError("pre-tokenized rows need a tokenizer with decode() to read them")
+    return tokenizer.decode([int(i) for i in row["input_ids"]], skip_special_tokens=True)
+
+
 def decode_row(row: Mapping[str, Any], tokenizer: Any) -> tuple[str, str, list[Span]]:
     """A pre-tokenized row (``input_ids``) decoded into ``(prompt, target, regions)``.
 
@@ -362,6 +372,10 @@ def render_row(
         return _fill(text_template, {"text": text}, target)
     if fmt == "text":
         return split_text(str(row[text_field]), tokenizer)
+    if fmt == "tokenized_label":
+        label = _label_name(row["label"], label_names)
+        text = decode(row, tokenizer)
+        return _fill(text_template, {"text": text}, target_template.format(label=label))
     return decode_row(row, tokenizer)
 
 

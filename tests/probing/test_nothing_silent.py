@@ -151,3 +151,19 @@ def test_console_shows_one_line_not_a_raw_dict():
         "interactions @ step 40: noise 0.0123 | removed 12, preserved 3, emerged 5.5 | 21.3 s"
     )
     assert summary_line(3, {"loss": 1.0}) is None
+
+
+def test_tokenized_classification_rows_keep_their_label(tokenizer):
+    """``input_ids`` + class ``label`` (a tokenized classifier data set): text, then label."""
+    text = "keepers paint bright harbour stones blue before every winter storm"
+    row = {"input_ids": tokenizer(text)["input_ids"], "label": 1}
+    (p,) = probes_from_dataset(
+        [row],
+        tokenizer=tokenizer,
+        n_players=3,
+        num_probes=1,
+        text_template="{text}",
+        target_template="{label}",
+        label_names=["calm", "storm"],
+    )
+    assert p.prompt == text and p.target == "storm"

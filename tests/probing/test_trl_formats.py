@@ -96,20 +96,20 @@ def sft_run(tmp_path, tokenizer, rows, *, callbacks_kw=None, eval_rows=None, **c
     """Two SFT steps with the callback; returns ``(trainer, callback)``."""
     from trl import SFTConfig, SFTTrainer
 
-    args = SFTConfig(
-        output_dir=str(tmp_path),
-        max_steps=2,
-        per_device_train_batch_size=2,
-        learning_rate=1e-3,
-        logging_steps=1,
-        save_strategy="no",
-        report_to=[],
-        use_cpu=True,
-        disable_tqdm=True,
-        max_length=64,
-        seed=0,
-        **(callbacks_kw or {}),
-    )
+    settings = {
+        "output_dir": str(tmp_path),
+        "max_steps": 2,
+        "per_device_train_batch_size": 2,
+        "learning_rate": 1e-3,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "report_to": [],
+        "use_cpu": True,
+        "disable_tqdm": True,
+        "max_length": 64,
+        "seed": 0,
+    }
+    args = SFTConfig(**{**settings, **(callbacks_kw or {})})
     data = rows if isinstance(rows, datasets.Dataset) else datasets.Dataset.from_list(rows)
     trainer = SFTTrainer(
         model=tiny_qwen(len(tokenizer)),
@@ -206,3 +206,18 @@ def test_probes_from_eval_and_schedule_eval(tmp_path, sft_tokenizer):
     assert probed == [0, 1, 2]
     evaluated = [h["step"] for h in trainer.state.log_history if "eval_interaction_noise" in h]
     assert evaluated == [1, 2]  # every evaluation sees a probe point of its own step
+
+
+def test_progress_bar_and_one_line_per_point(tmp_path, sft_tokenizer, capfd):
+    """A bar per probe point on stderr (removed when done), one summary line per point,
+    and no raw dict of interaction metrics on the console; log_history keeps them all."""
+    trainer, cb = sft_run(
+        tmp_path, sft_tokenizer, rows_prompt_completion(), callbacks_kw={"disable_tqdm": False}
+    )
+    out, err = capfd.readouterr()
+    assert "interactions/" not in out and "interactions/" not in err  # no raw dict
+    assert "interactions @ step 2:" in err and "mask" in err  # the bar: masks, rate
+    lines = [x for x in err.replace("\r", "\n").splitlines() if x.startswith("interactions @")]
+    assert any(x.startswith("interactions @ step 2: noise ") for x in lines)
+    assert cb.extractor.on_masks is None  # the bar was closed and unhooked
+    assert sum(NOISE_KEY in h for h in trainer.state.log_history) == 2
