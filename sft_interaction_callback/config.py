@@ -159,6 +159,12 @@ class InteractionConfig:
     probe_batch_size: int | None = _help(
         "Masked inputs per forward pass; None picks one from free memory.", None
     )
+    probe_threads: int | None = _help(
+        "Torch CPU threads while probing a model on the CPU (restored afterwards): None uses "
+        "every core the process may use (training often runs tiny models on one); an int "
+        "fixes it. Ignored on accelerators.",
+        None,
+    )
     solver: str = _help(
         "AND-OR solver: 'default' (the exact, certified, canonical LP up to 12 players; "
         "'admm-pdhg' beyond), 'exact', 'admm-pdhg', 'pdhg' or 'reference'.",
@@ -251,6 +257,12 @@ class InteractionConfig:
             raise ValueError(
                 f"output_subdir={self.output_subdir!r}: use a non-empty relative folder name "
                 "(it is joined to args.output_dir)"
+            )
+        if self.probe_threads is not None and (
+            not _is_int(self.probe_threads) or self.probe_threads < 1
+        ):
+            raise ValueError(
+                f"probe_threads={self.probe_threads!r}: use an int >= 1 or None (every core)"
             )
         if self.probe_batch_size is not None and (
             not _is_int(self.probe_batch_size) or self.probe_batch_size < 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 import warnings
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -40,6 +41,7 @@ from sft_interaction_callback.runtime import (
     free_memory,
     is_out_of_memory,
     preserved_training_state,
+    probing_threads,
 )
 
 __all__ = ["LOCKSTEP_BATCH", "NonFiniteValues", "ValueExtractor"]
@@ -81,6 +83,7 @@ class ValueExtractor:
         solver_options: Mapping[str, Any] | None = None,
         comm: Collective | None = None,
         lockstep: bool = False,
+        threads: int | None = None,
     ) -> None:
         self.tokenizer = tokenizer
         self.kind = kind
@@ -94,6 +97,8 @@ class ValueExtractor:
         self.solver_options = dict(solver_options or {})
         self.comm = comm
         self.lockstep = lockstep
+        #: torch threads while probing on a CPU (None: every usable core; see probing_threads)
+        self.threads = threads
         #: value-function calls of the last :meth:`values` on this rank, and their masks
         self.last_calls = 0
         self.last_masks = 0
@@ -123,6 +128,7 @@ class ValueExtractor:
             solver_options=cfg.solver_options,
             comm=comm,
             lockstep=lockstep,
+            threads=cfg.probe_threads,
         )
 
     def _comm(self) -> Collective:
@@ -268,11 +274,16 @@ class ValueExtractor:
             weights if weights is not None else nullcontext(),
             preserved_training_state(model),
             adapters_disabled(model) if base else nullcontext(),
+            probing_threads(model, self.threads),
         ):
+            start = time.perf_counter()
             v = self.values(model, probes)
+            forward = time.perf_counter() - start
             inter = self.interactions(v)
+            fit = time.perf_counter() - start - forward
         ids, words = [p.id for p in probes], [list(p.words) for p in probes]
-        return dataclasses.replace(inter, probe_ids=ids, words=words)
+        meta = {**inter.meta, "seconds": {"forward": forward, "fit": fit}}
+        return dataclasses.replace(inter, probe_ids=ids, words=words, meta=meta)
 
     def interactions(self, v: torch.Tensor) -> AndOrInteractions:
         """The AND-OR fit of ``v``: on rank 0, broadcast to every rank (on the CPU)."""

@@ -47,6 +47,10 @@ SECONDS_KEY = metric_key("probe_seconds")
 SECONDS_MAX_KEY = metric_key("probe_seconds_max")
 SOLVER_GAP_MAX = metric_key("solver_gap_max")
 """Max over probes of the certified per-probe solver gap (primal minus dual bound)."""
+FORWARD_SECONDS_KEY = metric_key("seconds/forward")
+"""Seconds of a probe point spent in the masked forward passes (all probes)."""
+FIT_SECONDS_KEY = metric_key("seconds/fit")
+"""Seconds of a probe point spent in the AND-OR fit (all probes)."""
 
 STOPPER_STATUS_PREFIX = "stopper/"
 STAGE_STATUS = STOPPER_STATUS_PREFIX + "stage"

@@ -17,6 +17,8 @@ from sft_interaction_callback.callback_state import CallbackState
 from sft_interaction_callback.config import InteractionConfig
 from sft_interaction_callback.distributed import PeerFailure
 from sft_interaction_callback.keys import (
+    FIT_SECONDS_KEY,
+    FORWARD_SECONDS_KEY,
     NOISE_KEY,
     SECONDS_KEY,
     SKIPPED_KEY,
@@ -53,11 +55,17 @@ class ProbePoint:
 
 def solver_gap_metrics(interactions: AndOrInteractions) -> dict[str, float]:
     """``interactions/solver_gap_max``: the largest certified per-probe gap of the fit, when
-    the solver certifies one (how far from an exact optimum the interactions may be)."""
+    the solver certifies one (how far from an exact optimum the interactions may be), and
+    the point's seconds in the forward passes and in the fit, when the engine timed them."""
+    out = {}
+    seconds = interactions.meta.get("seconds") or {}
+    for key, phase in ((FORWARD_SECONDS_KEY, "forward"), (FIT_SECONDS_KEY, "fit")):
+        if phase in seconds:
+            out[key] = float(seconds[phase])
     gap = interactions.gap
-    if gap is None or gap.numel() == 0:
-        return {}
-    return {SOLVER_GAP_MAX: float(gap.detach().float().max())}
+    if gap is not None and gap.numel() > 0:
+        out[SOLVER_GAP_MAX] = float(gap.detach().float().max())
+    return out
 
 
 def record_point(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import os
 import random
 import warnings
 from collections.abc import Iterator
@@ -165,3 +166,33 @@ def free_memory() -> None:
     gc.collect()
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.empty_cache()
+
+
+def usable_cpus() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def probing_threads(model: nn.Module | None, threads: int | None) -> Iterator[int]:
+    """Torch's intra-op threads for a probe point on the CPU, restored afterwards.
+
+    Training often runs tiny models on one thread (or leaves cores to data loading); the
+    masked forward passes are independent and batch well, so on a CPU they may use every
+    core while training waits. ``threads=None``: all usable cores; an int: exactly that.
+    A model on an accelerator is left alone (the threads would only feed the host side).
+    Thread counts change no training result: they are restored before training resumes.
+    """
+    before = torch.get_num_threads()
+    first = None if model is None else next(iter(model.parameters()), None)
+    on_cpu = first is None or first.device.type == "cpu"
+    wanted = (threads if threads is not None else usable_cpus()) if on_cpu else before
+    if wanted != before:
+        torch.set_num_threads(wanted)
+    try:
+        yield wanted
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)

@@ -165,3 +165,34 @@ def test_solver_gap_is_logged_only_when_the_fit_certifies_one():
     assert solver_gap_metrics(inter) == {}
     inter.gap = torch.tensor([0.0, 0.25, 0.1])
     assert solver_gap_metrics(inter) == {SOLVER_GAP_MAX: 0.25}
+
+
+def test_probing_threads_raise_cpu_threads_and_restore_them():
+    import torch
+
+    from sft_interaction_callback.runtime import probing_threads, usable_cpus
+
+    before = torch.get_num_threads()
+    model = torch.nn.Linear(2, 2)
+    with probing_threads(model, None) as used:
+        assert used == usable_cpus() == torch.get_num_threads()
+    assert torch.get_num_threads() == before
+    with probing_threads(model, 1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    try:
+        with probing_threads(model, 1):
+            raise RuntimeError("boom")
+    except RuntimeError:
+        pass
+    assert torch.get_num_threads() == before
+
+
+def test_config_refuses_bad_probe_threads():
+    import pytest
+
+    from sft_interaction_callback.config import InteractionConfig
+
+    with pytest.raises(ValueError, match="probe_threads"):
+        InteractionConfig(probe_threads=0)
+    assert InteractionConfig(probe_threads=2).probe_threads == 2
