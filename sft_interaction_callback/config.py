@@ -120,7 +120,7 @@ class InteractionConfig:
     tokenizer: Any = _help("Tokenizer to encode probes; default: trainer.processing_class.", None)
     early_stopping: bool = _help("Stop training when new-interaction noise rises.", True)
     patience: int = _help(
-        "Probe points the noise must stay above its minimum (+ min_delta) to stop.", 3
+        "Probe points the noise must stay above its minimum (+ min_delta) to stop.", 2
     )
     min_delta: float | None = _help(
         "How far above its minimum the noise must be to count; None: 3x the noise floor "
@@ -136,7 +136,7 @@ class InteractionConfig:
     floor_perturbation: float | None = _help(
         "Relative weight noise for the step-0 floor of the noise signal (one extra step-0 "
         "probe; logged as interactions/noise_floor); None or 0 measures no floor.",
-        1e-3,
+        1e-2,
     )
     categories: str = _help(
         "'debounced': an interaction changes category only after two consecutive probe "

@@ -2,11 +2,13 @@
 
 At step 0, after the base interactions, the model is probed once more with its weights
 perturbed by a tiny relative noise (``w + rel * std(w) * eps`` per parameter tensor,
-``rel = 1e-3`` by default). Against the base, such a model has nothing "removed" or
-"emerged" except what the measurement itself makes up (near-threshold interactions that
-flicker, a fit that moves); the noise signal of that point is the **floor**. It is logged
-as ``interactions/noise_floor`` and handed to the stopper, whose ``min_delta`` defaults
-to a multiple of it.
+``rel = 1e-2`` by default: at ``1e-3`` the exact, canonical fit of the demo's probes often
+moves no interaction across the threshold, and a floor of exactly 0 says nothing).
+Against the base, such a model has nothing "removed" or "emerged" except what the
+measurement itself makes up (near-threshold interactions that flicker, a fit that moves);
+the noise signal of that point is the **floor**. It is logged as
+``interactions/noise_floor`` and handed to the stopper, whose ``min_delta`` defaults to a
+multiple of it.
 
 The floor uses the raw (not debounced) categories of one perturbed point, so it is an
 upper bound of the floor of the debounced signal. Same guarantees as every probe point:
@@ -31,7 +33,7 @@ __all__ = ["floor_of", "measure_floor", "perturbed_weights"]
 
 
 @contextmanager
-def perturbed_weights(model: torch.nn.Module, rel: float = 1e-3, seed: int = 0) -> Iterator[None]:
+def perturbed_weights(model: torch.nn.Module, rel: float = 1e-2, seed: int = 0) -> Iterator[None]:
     """Perturb every floating-point parameter by ``rel`` times its std, then restore it exactly.
 
     The noise comes from a private generator per device (seeded by ``seed``), so the global
@@ -82,7 +84,7 @@ def measure_floor(callback: Any, model: Any, rel: float | None = None) -> dict[s
     unless it was set).
     """
     if rel is None:
-        rel = getattr(callback.config, "floor_perturbation", 1e-3)
+        rel = getattr(callback.config, "floor_perturbation", 1e-2)
     if not rel or callback.mode == "lockstep" or not callback.tracker.has_base:
         return {}
     try:

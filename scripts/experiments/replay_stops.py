@@ -181,7 +181,13 @@ def load_stored(paths: Iterable[str]) -> list[Run]:
 
 
 # ---------------------------------------------------------------------- run folders
-def load_run_dir(run_dir: Path, variants: Iterable[tuple[str, str]]) -> Run:
+def load_run_dir(
+    run_dir: Path,
+    variants: Iterable[tuple[str, str]],
+    *,
+    probes: list[int] | None = None,
+    keep_step: Any = None,
+) -> Run:
     """A demo run folder: the signals of each tracker variant recomputed from snapshots."""
     import torch
 
@@ -194,9 +200,13 @@ def load_run_dir(run_dir: Path, variants: Iterable[tuple[str, str]]) -> Run:
     tables = []
     for f in files:
         t, meta = load_tensors(f)
-        tables.append(
-            (int(meta["step"]), t["i_and"].to(torch.float64), t["i_or"].to(torch.float64))
-        )
+        step = int(meta["step"])
+        if keep_step is not None and step > 0 and not keep_step(step):
+            continue  # a thinner schedule
+        i_and, i_or = t["i_and"].to(torch.float64), t["i_or"].to(torch.float64)
+        if probes is not None:  # fewer probes at the same points
+            i_and, i_or = i_and[probes], i_or[probes]
+        tables.append((step, i_and, i_or))
     curves: dict[str, dict[int, float]] = {}
     for cats, sig in variants:
         tr = make_tracker(InteractionConfig(categories=cats, noise_signal=sig))

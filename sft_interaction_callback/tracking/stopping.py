@@ -118,7 +118,7 @@ class NoiseRiseStopper:
 
     def __init__(
         self,
-        patience: int = 3,
+        patience: int = 2,
         min_delta: float | None = None,
         metric: str = NOISE_KEY,
         warmup_points: int = 2,

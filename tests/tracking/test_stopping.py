@@ -17,10 +17,11 @@ from sft_interaction_callback.tracking import NoiseRiseStopper as _NoiseRiseStop
 
 
 def NoiseRiseStopper(**kw):  # noqa: N802 - the class under test, with the earlier defaults
-    """The stopper with the previous stage test ("rate") and min_delta 0: these curves test
-    that rule; the plateau stage test and the floor are tested in test_trusted_signal.py."""
+    """The stopper with the previous stage test ("rate"), min_delta 0 and patience 3: these
+    curves test that rule; the plateau test and the floor are in test_trusted_signal.py."""
     kw.setdefault("stage_test", "rate")
     kw.setdefault("min_delta", 0.0)
+    kw.setdefault("patience", 3)
     return _NoiseRiseStopper(**kw)
 
 
