@@ -117,18 +117,26 @@ class Collective:
         return torch.stack(parts).to(tensor.device)
 
     def all_gather_object(self, obj: Any) -> list[Any]:
-        """Every rank's picklable ``obj``, in rank order."""
+        """Every rank's picklable ``obj``, in rank order (accelerate's ``gather_object``
+        when the Trainer's accelerate state is up, else ``torch.distributed``'s)."""
         if not self.active:
             return [obj]
+        ops = _accelerate_ops(self.world_size)
+        if ops is not None:
+            return list(ops.gather_object([obj]))
         out: list[Any] = [None] * self.world_size
         torch.distributed.all_gather_object(out, obj)
         return out
 
     def broadcast_object(self, obj: Any, src: int = 0) -> Any:
-        """Rank ``src``'s picklable ``obj`` on every rank (other ranks' ``obj`` is ignored)."""
+        """Rank ``src``'s picklable ``obj`` on every rank (other ranks' ``obj`` is ignored);
+        accelerate's ``broadcast_object_list`` when its state is up."""
         if not self.active:
             return obj
         box = [obj if self.rank == src else None]
+        ops = _accelerate_ops(self.world_size)
+        if ops is not None:
+            return ops.broadcast_object_list(box, from_process=src)[0]
         torch.distributed.broadcast_object_list(box, src=src)
         return box[0]
 
@@ -163,6 +171,24 @@ class Collective:
         if error is not None:
             mine = (type(error).__name__, str(error), is_out_of_memory(error))
         raise _failure(self.all_gather_object(mine), what) from error
+
+
+def _accelerate_ops(world_size: int) -> Any:
+    """``accelerate.utils`` when accelerate's process state already exists (the Trainer
+    creates it) and spans the same ``world_size`` processes, else None: creating the
+    state here could initialise a process group of its own."""
+    try:
+        from accelerate import utils
+        from accelerate.state import PartialState
+    except ImportError:  # pragma: no cover - accelerate comes with transformers' Trainer
+        return None
+    if not getattr(PartialState, "_shared_state", None):
+        return None
+    state = PartialState()
+    kind = state.distributed_type
+    if state.num_processes != world_size or kind in (utils.DistributedType.NO, "XLA"):
+        return None
+    return utils
 
 
 def _failure(reports: list[Any], what: str) -> PeerFailure:
