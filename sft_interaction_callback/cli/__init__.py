@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import importlib
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -57,16 +58,42 @@ _json_stream: Any = None
 def json_only(args: argparse.Namespace) -> int:
     """Run a ``--json`` subcommand with stdout holding nothing but its JSON document.
 
-    Whatever else is printed while it runs (progress, a library's ``print``, the
-    Trainer's log lines) goes to stderr; the document goes through :func:`print_json`.
+    Whatever else is printed while it runs goes to stderr: Python's ``print`` (progress,
+    a library's messages, the Trainer's log lines) and, when stdout is a real file
+    descriptor, what native code writes to it (the HiGHS solver's banner). The document
+    goes through :func:`print_json`.
     """
     global _json_stream
-    _json_stream = sys.stdout
+    real = sys.stdout
+    real.flush()
+    saved = None
+    try:
+        saved = os.dup(1)
+        os.dup2(2, 1)  # native writes to the process's stdout now reach stderr
+    except OSError:  # no file descriptors 1 / 2 (an embedded interpreter)
+        saved = None
+    if saved is not None and _fileno(real) == 1:
+        _json_stream = os.fdopen(os.dup(saved), "w", encoding="utf-8")
+    else:
+        _json_stream = real  # a Python-level stdout (a capture, a StringIO)
     try:
         with contextlib.redirect_stdout(sys.stderr):
             return int(args.func(args) or 0)
     finally:
+        if _json_stream is not real:
+            _json_stream.close()
+        if saved is not None:
+            sys.stderr.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
         _json_stream = None
+
+
+def _fileno(stream: Any) -> int | None:
+    try:
+        return int(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return None
 
 
 def print_json(document: Any) -> None:

@@ -167,3 +167,19 @@ def test_tokenized_classification_rows_keep_their_label(tokenizer):
         label_names=["calm", "storm"],
     )
     assert p.prompt == text and p.target == "storm"
+
+
+def test_json_output_is_pure_even_when_native_code_writes_to_stdout(capfd):
+    """The HiGHS solver prints its banner from C, straight to file descriptor 1."""
+    import os
+    import sys
+
+    def native(args):
+        sys.stdout.flush()
+        os.write(1, b"Running HiGHS 1.16.0 (banner from native code)\n")
+        print_json({"ok": True})
+        return 0
+
+    assert json_only(argparse.Namespace(func=native, json=True)) == 0
+    out, err = capfd.readouterr()
+    assert json.loads(out) == {"ok": True} and "HiGHS" in err
