@@ -23,7 +23,8 @@ callback with ``schedule="eval"``). Regret = best held-out accuracy in hindsight
 accuracy of the model the method ends with, in percentage points.
 
     python scripts/experiments/replay_stops.py                  # the stored-curves table
-    python scripts/experiments/replay_stops.py --runs /tmp/runs/*seed10?  --grid
+    python scripts/experiments/replay_stops.py --runs /tmp/runs/*seed10?  --grid  # tuning
+    python scripts/experiments/replay_stops.py --runs /tmp/runs/*seed20?          # judging
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ class Rule:
 
 SHIPPED = Rule(
     "shipped (rate stage test, min_delta 0, stop only)",
-    {"stage_test": "rate", "min_delta": 0.0},
+    {"stage_test": "rate", "min_delta": 0.0, "patience": 3},
     restore=False,
 )
 NEW = Rule("new rule + restore-best", {})
@@ -249,11 +250,11 @@ def mean_sd(xs: list[float]) -> str:
 def stored_table() -> str:
     rules = [
         SHIPPED,
-        Rule("new rule, stop only (signal: stored noise)", {"min_delta": 0.0}, restore=False),
-        Rule("new rule + restore-best (signal: stored noise)", {"min_delta": 0.0}),
+        Rule("new rule (defaults), stop only; signal: stored noise", {}, restore=False),
+        Rule("new rule (defaults) + restore-best; signal: stored noise", {}),
         Rule(
-            "new rule + restore-best (signal: stored emerged/strength_norm)",
-            {"min_delta": 0.0},
+            "new rule (defaults) + restore-best; signal: stored emerged/strength_norm",
+            {},
             signal="emerged_strength_norm",
         ),
     ]
@@ -261,7 +262,8 @@ def stored_table() -> str:
         "Replay on the stored curves (regret = best held-out accuracy in hindsight minus the "
         "accuracy of the model each method ends with, percentage points; mean ± sd over runs).",
         "The stored files hold the DESIGN.md §7 signal on the §5 categories, not the new pooled, "
-        "debounced signal, and no measured floor: the new rule runs with min_delta = 0 here.",
+        "debounced signal, and no measured floor: the new rule (NoiseRiseStopper defaults: "
+        "plateau stage test, patience 2, restore 'last_good') runs with min_delta = 0 here.",
         "",
     ]
     for study, paths in STORED.items():
@@ -293,7 +295,10 @@ def grid_table(run_dirs: list[Path], *, judge: bool = False) -> str:
     variants = [(c, s) for c in ("debounced", "design") for s in ("pooled", "design")]
     runs = [load_run_dir(d, variants) for d in run_dirs]
     stoppers = {
-        "shipped rate, min_delta 0, no restore": ({"stage_test": "rate", "min_delta": 0.0}, False),
+        "shipped rate, min_delta 0, no restore": (
+            {"stage_test": "rate", "min_delta": 0.0, "patience": 3},
+            False,
+        ),
     }
     floors = all(r.floor is not None for r in runs)
     deltas = (
@@ -341,14 +346,44 @@ def grid_table(run_dirs: list[Path], *, judge: bool = False) -> str:
     return "\n".join(lines)
 
 
+def compare_table(run_dirs: list[Path]) -> str:
+    """Exact replay on run folders: the shipped rule (design categories and signal) against
+    the defaults (debounced, pooled, plateau, restore-best), nothing else (for judging)."""
+    runs = [load_run_dir(d, [("design", "design"), ("debounced", "pooled")]) for d in run_dirs]
+    rows = [
+        ("design", "design", SHIPPED),
+        ("design", "design", Rule("shipped rule + restore-best", SHIPPED.stopper)),
+        ("debounced", "pooled", Rule("new rule, stop only", {}, restore=False)),
+        ("debounced", "pooled", NEW),
+    ]
+    lines = [
+        f"runs: {', '.join(r.name for r in runs)}",
+        "floors: " + ", ".join("n/a" if r.floor is None else f"{r.floor:.4f}" for r in runs),
+        "",
+        "| categories / signal | rule | mean regret (pp) | per run | stop/restored |",
+        "|---|---|---|---|---|",
+    ]
+    for cats, sig, rule in rows:
+        res = [replay_variant(r, variant_rule(rule, cats, sig), cats) for r in runs]
+        reg = [x["regret_pp"] for x in res]
+        steps = ", ".join(f"{x['stop'] or 'end'}/{x['model_step']}" for x in res)
+        lines.append(
+            f"| {cats} / {sig} | {rule.name} | {mean_sd(reg)} | "
+            f"{', '.join(f'{x:.1f}' for x in reg)} | {steps} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", nargs="*", help="demo run folders (with step snapshots)")
     parser.add_argument("--grid", action="store_true", help="print the tuning grid for --runs")
     parser.add_argument("--out", help="also write the table to this file")
     args = parser.parse_args(argv)
-    if args.runs:
+    if args.runs and args.grid:
         text = grid_table([Path(d) for d in args.runs])
+    elif args.runs:
+        text = compare_table([Path(d) for d in args.runs])
     else:
         text = stored_table()
     print(text)
