@@ -28,7 +28,7 @@ import random
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -257,6 +257,32 @@ def no_rng_change() -> Any:
 
 
 # ---------------------------------------------------------------------- floor
+#: the two category definitions the claims are reported for (DESIGN.md §5 and §9)
+CATEGORY_MODES = ("debounced", "design")
+
+
+def _tracker(config: Any, categories: str) -> Any:
+    """The run's tracker settings with ``categories`` (and its matching noise signal)."""
+    from sft_interaction_callback.tracking.tracker import InteractionTracker
+
+    return InteractionTracker(
+        config.salient_rel,
+        config.salient_abs,
+        salient_scope=config.salient_scope,
+        match_type=config.match_type,
+        categories=categories,
+        noise_signal="pooled" if categories == "debounced" else "design",
+    )
+
+
+def _clean(metrics: Mapping[str, Any]) -> dict[str, float | None]:
+    return {
+        k: (None if isinstance(v, float) and math.isnan(v) else float(v))
+        for k, v in metrics.items()
+        if isinstance(v, (int, float))
+    }
+
+
 def measure_floor(
     model0: Any,
     tokenizer: Any,
@@ -264,11 +290,13 @@ def measure_floor(
     *,
     kind: str,
     config: Any,
-    rel: float = 1e-3,
+    rel: float = 1e-2,
     seed: int = 0,
-) -> dict[str, float]:
-    """Tracker metrics of the step-0 model with every weight perturbed by ``rel`` times
-    its tensor's std (Gaussian): what an unchanged model scores against step 0.
+) -> dict[str, dict[str, float | None]]:
+    """Tracker metrics of two consecutive "checkpoints" that are the step-0 model with
+    every weight perturbed by ``rel`` times its tensor's std (two Gaussian draws): what an
+    unchanged model scores against step 0, per category mode (the second point's metrics,
+    so that debounced categories, which need two agreeing points, can move at all).
 
     Same probes, players, baseline, solver and tracker settings as the run
     (``probes.json``, ``step-00000000`` and ``reference`` snapshots of ``snap_dir``).
@@ -276,30 +304,54 @@ def measure_floor(
     import torch
 
     from sft_interaction_callback.andor import AndOrInteractions
-    from sft_interaction_callback.callback_state import make_tracker
     from sft_interaction_callback.engine import ValueExtractor
     from sft_interaction_callback.snapshots import SnapshotDir
 
     sd = SnapshotDir(snap_dir)
     probes = sd.read_probes()
     base = AndOrInteractions.load(sd.step_path(0))
-    model = copy.deepcopy(model0).eval()
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.numel() > 1:
-                p.add_(torch.randn(p.shape, generator=gen) * rel * float(p.float().std()))
+    ref = AndOrInteractions.load(sd.reference_path) if sd.reference_path.is_file() else None
     ex = ValueExtractor.from_config(config, tokenizer, kind=kind, baseline=config.baseline)
-    inter = ex.measure(model, probes)
-    tracker = make_tracker(config)
+    draws = []
+    for k in range(2):
+        model = copy.deepcopy(model0).eval()
+        gen = torch.Generator().manual_seed(1000 * seed + k)
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.numel() > 1:
+                    p.add_(torch.randn(p.shape, generator=gen) * rel * float(p.float().std()))
+        draws.append(ex.measure(model, probes))
+        del model
+    out = {}
+    for mode in CATEGORY_MODES:
+        tracker = _tracker(config, mode)
+        if ref is not None:
+            tracker.set_reference(ref.i_and, ref.i_or)
+        tracker.set_base(base.i_and, base.i_or)
+        tracker.update(1, draws[0].i_and, draws[0].i_or)
+        out[mode] = _clean(tracker.update(2, draws[1].i_and, draws[1].i_or))
+    return out
+
+
+def design_points(snap_dir: Path, config: Any) -> dict[int, dict[str, float | None]]:
+    """The tracker metrics with DESIGN.md §5 categories and the §7 signal, recomputed
+    from the run's step snapshots (no model needed)."""
+    from sft_interaction_callback.andor import AndOrInteractions
+    from sft_interaction_callback.snapshots import SnapshotDir
+
+    sd = SnapshotDir(snap_dir)
+    tracker = _tracker(config, "design")
     if sd.reference_path.is_file():
         ref = AndOrInteractions.load(sd.reference_path)
         tracker.set_reference(ref.i_and, ref.i_or)
-    tracker.set_base(base.i_and, base.i_or)
-    out = tracker.update(1, inter.i_and, inter.i_or)
-    return {
-        k: (None if isinstance(v, float) and math.isnan(v) else float(v)) for k, v in out.items()
-    }
+    out = {}
+    for step in sd.steps():
+        inter = AndOrInteractions.load(sd.step_path(step))
+        if step == 0:
+            out[0] = _clean(tracker.set_base(inter.i_and, inter.i_or))
+        else:
+            out[step] = _clean(tracker.update(step, inter.i_and, inter.i_or))
+    return out
 
 
 # ---------------------------------------------------------------------- records
@@ -345,6 +397,24 @@ def pip_freeze() -> list[str]:
     except Exception as err:  # noqa: BLE001
         return [f"# pip freeze failed: {err}"]
     return [line for line in text.splitlines() if line and not line.startswith("-e ")]
+
+
+def code_state() -> dict[str, Any]:
+    """The commit the package was imported from and whether its files differed from it
+    (the working tree is shared: uncommitted package edits would change the results)."""
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(
+                ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=60
+            ).stdout.strip()
+        except Exception as err:  # noqa: BLE001
+            return f"git failed: {err}"
+
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "package_uncommitted": git("status", "--porcelain", "sft_interaction_callback"),
+    }
 
 
 def write_json(path: Path, data: Any) -> None:

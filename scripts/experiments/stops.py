@@ -91,32 +91,58 @@ def end_step(run: Mapping[str, Any]) -> int:
 
 
 # ---------------------------------------------------------------------- rules
-def _replay_noise_rise(run: Mapping[str, Any]) -> Any:
-    from sft_interaction_callback.tracking.stopping import NoiseRiseStopper
+def _replay(run: Mapping[str, Any], stopper: Any, field: str, floor: bool) -> Any:
+    """Feed ``stopper`` the per-point metrics under ``field``, in step order, until it fires.
 
-    stopper = NoiseRiseStopper()  # the shipped defaults
+    ``floor``: hand it the noise floor the callback logged at step 0
+    (``interactions/noise_floor``), as the callback does (``set_floor``)."""
+    if floor:
+        x = (point(run, grid(run)[0]).get(field) or {}).get("interactions/noise_floor")
+        if x is not None:
+            stopper.set_floor(float(x))
     for s in grid(run):
-        metrics = point(run, s).get("interactions") or {}
+        metrics = point(run, s).get(field) or {}
         if metrics and stopper.update(s, metrics):
             break
     return stopper
 
 
-@rule("interaction", "interaction stop (as shipped)")
-def interaction(run: Mapping[str, Any]) -> Decision:
-    """``NoiseRiseStopper()`` replayed on the logged metrics; keeps the model at the stop."""
-    st = _replay_noise_rise(run)
+def _new_rule(run: Mapping[str, Any]) -> Any:
+    """Issue 13's default: ``NoiseRiseStopper()`` (plateau stage test, patience 2,
+    ``min_delta`` = 3x the measured floor) on the debounced categories and pooled signal."""
+    from sft_interaction_callback.tracking.stopping import NoiseRiseStopper
+
+    return _replay(run, NoiseRiseStopper(), "interactions", floor=True)
+
+
+@rule("interaction_v1", "interaction stop, pre-issue-13 rule (shipped before)")
+def interaction_v1(run: Mapping[str, Any]) -> Decision:
+    """The rule shipped before issue 13: ``NoiseRiseStopper(patience=3, min_delta=0,
+    stage_test="rate")`` on the DESIGN.md §5 categories and §7 signal; keeps the model
+    at the stop."""
+    from sft_interaction_callback.tracking.stopping import NoiseRiseStopper
+
+    old = NoiseRiseStopper(patience=3, min_delta=0.0, stage_test="rate")
+    st = _replay(run, old, "interactions_design", floor=False)
     stop = st.stop_step if st.stop_step is not None else end_step(run)
     return Decision(stop, stop, st.stop_step is not None)
 
 
-@rule("interaction_restore", "interaction stop + restore best (label-free)")
-def interaction_restore(run: Mapping[str, Any]) -> Decision:
-    """The shipped rule, then the checkpoint of lowest noise since the denoising stage
-    ended (DESIGN.md §9's label-free restore-best), at the stop or at the end."""
-    st = _replay_noise_rise(run)
+@rule("interaction", "interaction stop (issue-13 rule, no restore)")
+def interaction(run: Mapping[str, Any]) -> Decision:
+    """Issue 13's rule as it ships today, keeping the model at the stop."""
+    st = _new_rule(run)
     stop = st.stop_step if st.stop_step is not None else end_step(run)
-    used = st.best_step if st.best_step is not None else stop
+    return Decision(stop, stop, st.stop_step is not None)
+
+
+@rule("interaction_restore", "interaction stop + restore-best (issue-13 default)")
+def interaction_restore(run: Mapping[str, Any]) -> Decision:
+    """Issue 13's rule with ``restore_best`` (its default): at the stop, or at the end when
+    it never fires, the model of its ``restore_step`` ("last_good") is kept."""
+    st = _new_rule(run)
+    stop = st.stop_step if st.stop_step is not None else end_step(run)
+    used = st.restore_step if st.restore_step is not None else stop
     return Decision(stop, used, st.stop_step is not None)
 
 

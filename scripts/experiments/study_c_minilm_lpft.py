@@ -45,15 +45,15 @@ CONFIGS = [(0.2, "lora"), (0.2, "full"), (0.0, "lora"), (0.0, "full")]
 @dataclass(frozen=True)
 class Settings:
     name: str = "default"
-    train_size: int = 640
+    train_size: int = 480  # 150 steps of batch 16 = 5 epochs: long enough to overfit
     tune_size: int = 400
     judge_size: int = 1000
-    max_steps: int = 120
-    grid: tuple[int, ...] = (0, 5, 10, 20, 30, 45, 60, 80, 100, 120)
+    max_steps: int = 150
+    grid: tuple[int, ...] = (0, 5, 10, 20, 30, 45, 60, 90, 120, 150)
     batch_size: int = 16
     max_length: int = 40
-    lr_full: float = 5e-5
-    lr_lora: float = 5e-4
+    lr_full: float = 1e-4
+    lr_lora: float = 1e-3
     lora_r: int = 8
     lora_alpha: int = 16
     lora_targets: tuple[str, ...] = ("query", "key", "value", "dense")
@@ -61,7 +61,7 @@ class Settings:
     n_players: int = 6
     probe_max_tokens: int = 24
     eb_batch: int = 32
-    floor_rel: float = 1e-3
+    floor_rel: float = 1e-2  # the package's floor_perturbation default
     lp_iterations: int = 100
     lp_weight_decay: float = 1e-3
     ref_rows: int = 640
@@ -308,9 +308,7 @@ def one_run(ctx: dict[str, Any], noise: float, method: str, seed: int, work: Pat
             eval_seconds[0] += time.perf_counter() - t0
             e = eb.measure(m, step)
         points[step] = {"tune_loss": tl, "tune_acc": ta, "judge_acc": ja, "eb": e}
-        ctx["log"](
-            f"  {name} step {step}: tune loss {tl:.3f} acc {ta:.3f} judge {ja:.3f} EB {e:+.3f}"
-        )
+        ctx["log"](f"  {name} step {step}: tune loss {tl:.3f} acc {ta:.3f} EB {e:+.3f}")
 
     probes = [
         {"prompt": t, "target": names[y], "id": f"train-{i}"}
@@ -325,6 +323,8 @@ def one_run(ctx: dict[str, Any], noise: float, method: str, seed: int, work: Pat
         reference_model=str(ctx["ref_dir"]),
         solver=s.solver,
         log_tables=False,
+        restore_best=False,  # replayed from the curves (stops.py)
+        probe_threads=1,
     )
     callback = InteractionCallback(config)
     trainer = Trainer(
@@ -344,8 +344,10 @@ def one_run(ctx: dict[str, Any], noise: float, method: str, seed: int, work: Pat
     inter = ev.interaction_points(snap)
     floor = ev.measure_floor(model0, tok, snap, kind="classifier", config=config,
                              rel=s.floor_rel, seed=seed)  # fmt: skip
+    design = ev.design_points(snap, config)
     for st, p in points.items():
         p["interactions"] = inter.get(st, {})
+        p["interactions_design"] = design.get(st, {})
     probe_s = sum(p["interactions"].get("interactions/probe_seconds", 0.0) for p in points.values())
     del model, model0
     torch.manual_seed(0)
@@ -462,6 +464,7 @@ def main(argv: list[str] | None = None) -> int:
         + " ".join(argv if argv is not None else sys.argv[1:]),
         "torch_threads": torch.get_num_threads(),
         "pip_freeze": ev.pip_freeze(),
+        "code": ev.code_state(),
     }
     for noise, method in configs:
         for seed in args.seeds:
@@ -471,6 +474,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             log(f"[study C] {ev.run_name(noise, method, seed)} ...")
             rec = one_run(ctx, noise, method, seed, work)
+            rec["code"] = ev.code_state()
             ev.write_json(path, rec)
             ev.aggregate(out, meta)
             log(f"[study C] {rec['run']} done in {rec['timing']['run_seconds']} s")

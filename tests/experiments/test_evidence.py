@@ -51,8 +51,8 @@ def test_eb_rule_stops_at_first_positive_point_after_step_0(stops):
     assert (d.stop, d.used, d.fired) == (20, 20, True)
 
 
-def test_interaction_rules_replay_the_shipped_stopper(stops):
-    from sft_interaction_callback.keys import NOISE_KEY, REMOVED_FRACTION_KEY
+def test_interaction_rules_replay_the_stoppers(stops):
+    from sft_interaction_callback.keys import NOISE_FLOOR_KEY, NOISE_KEY, REMOVED_FRACTION_KEY
     from sft_interaction_callback.tracking.stopping import NoiseRiseStopper
 
     steps = list(range(0, 130, 10))
@@ -60,13 +60,23 @@ def test_interaction_rules_replay_the_shipped_stopper(stops):
     noise = [0, 0.1, 0.1, 0.05, 0.04, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.09]
     rows = zip(steps, frac, noise, strict=True)
     inter = {s: {REMOVED_FRACTION_KEY: f, NOISE_KEY: n} for s, f, n in rows}
-    live = NoiseRiseStopper()
-    fired = next(s for s in steps if live.update(s, inter[s]))
+    inter[0][NOISE_FLOOR_KEY] = 0.001
     run = _run({s: 1.0 for s in steps}, {s: s / 1000 for s in steps}, inter=inter)
+    for s in steps:
+        run["points"][str(s)]["interactions_design"] = inter[s]
+
+    new = NoiseRiseStopper()
+    new.set_floor(0.001)
+    fired = next(s for s in steps if new.update(s, inter[s]))
     d = stops.RULES["interaction"](run)
     assert d.fired and d.stop == d.used == fired
     r = stops.RULES["interaction_restore"](run)
-    assert r.stop == fired and r.used == live.best_step and r.used < r.stop
+    assert r.stop == fired and r.used == new.restore_step and r.used < r.stop
+
+    old = NoiseRiseStopper(patience=3, min_delta=0.0, stage_test="rate")
+    fired_old = next(s for s in steps if old.update(s, inter[s]))
+    v1 = stops.RULES["interaction_v1"](run)
+    assert v1.fired and v1.stop == v1.used == fired_old
 
 
 def test_registering_a_rule_is_one_function(stops):

@@ -12,8 +12,8 @@ DATA = ROOT.parent / "shared" / "data" / "goemotions"
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
-STOPS = {"interaction", "interaction_restore", "patience", "patience_best", "eb", "fraction",
-         "end", "best"}  # fmt: skip
+STOPS = {"interaction_v1", "interaction", "interaction_restore", "patience", "patience_best",
+         "eb", "fraction", "end", "best"}  # fmt: skip
 
 
 def _judge_tsv(path: Path) -> Path:
@@ -38,7 +38,10 @@ def _check(out: Path, judge: Path, max_steps: int, configs: int) -> None:
         assert r["stops"]["best"]["regret_pp"] == 0
         for p in r["points"].values():
             assert p["eb"] is not None and p["interactions"]
-        assert "interactions/noise" in r["floor"]
+        assert "interactions/noise" in r["floor"]["debounced"]
+        assert "interactions/noise" in r["floor"]["design"]
+        assert "interactions/noise_floor" in r["points"]["0"]["interactions"]
+        assert r["points"]["1"]["interactions_design"]
 
 
 def _needs_data():
