@@ -1,4 +1,5 @@
-"""The report page rendered in headless Chromium: images decode, hovering highlights words.
+"""The report page rendered in headless Chromium: SVG charts, hovering highlights words,
+the step slider re-renders a probe.
 
 Skipped when no Chromium / Chrome binary is installed (``apt-get install chromium``).
 """
@@ -37,6 +38,16 @@ window.addEventListener('load', function () {
   });
   out.setAttribute('data-hover', hover.join(';'));
   out.setAttribute('data-cleared', document.querySelectorAll('.pl.hl').length);
+  out.setAttribute('data-charts', document.querySelectorAll('figure svg').length);
+  var labels = [];
+  probes.forEach(function (p) {
+    var s = p.querySelector('input.step');
+    s.value = '0';
+    s.dispatchEvent(new Event('input'));
+    labels.push(p.querySelector('.step-label').textContent + '/' +
+      p.querySelectorAll('.ix-row').length);
+  });
+  out.setAttribute('data-steps', labels.join(';'));
   document.body.appendChild(out);
 });
 </script>"""
@@ -83,9 +94,9 @@ def test_page_renders_in_headless_chromium(full_report, full_run, tmp_path):
     assert m, "the check script did not run:\n" + proc.stderr[-2000:]
     attrs = dict(re.findall(r'data-([a-z]+)="([^"]*)"', m.group(1)))
 
-    n_plots = len(full_report.plots)
-    assert attrs["images"] == str(n_plots) and attrs["decoded"] == str(n_plots)
-    assert attrs["scripts"] == "2"  # the page's and the check's: the prompt's <script> is text
+    assert attrs["images"] == "0" and attrs["charts"] == "6"  # inline SVG, no PNG
+    # the probe data (JSON), the page's and the check's: the prompt's <script> is text
+    assert attrs["scripts"] == "3"
     assert "&lt;script&gt;alert" in dom
     assert dom.count('class="pl"') == sum(len(p.words) for p in full_run.probes)
 
@@ -97,3 +108,6 @@ def test_page_renders_in_headless_chromium(full_report, full_run, tmp_path):
         assert lit.split() == [f"{p}:{cat}" for p in players.split()]
         assert focus == "true"
     assert attrs["cleared"] == "0"  # mouseleave takes the highlight away
+    for label in attrs["steps"].split(";"):  # the slider re-renders the probe at step 0
+        text, rows = label.split("/")
+        assert text == "step 0" and int(rows) > 0
