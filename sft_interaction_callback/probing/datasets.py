@@ -290,7 +290,16 @@ def decode(row: Mapping[str, Any], tokenizer: Any) -> str:
     """The text of a pre-tokenized row, without the special tokens the tokenizer adds."""
     if getattr(tokenizer, "decode", None) is None:
         raise ValueError("pre-tokenized rows need a tokenizer with decode() to read them")
-    return tokenizer.decode([int(i) for i in row["input_ids"]], skip_special_tokens=True)
+    return tokenizer.decode(_ints(row["input_ids"]), skip_special_tokens=True)
+
+
+def _ints(value: Any) -> list[int]:
+    """A column of ints (a list, a tensor, an array) as a list; ``[]`` for None."""
+    if value is None:
+        return []
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    return [int(x) for x in value]
 
 
 def decode_row(row: Mapping[str, Any], tokenizer: Any) -> tuple[str, str, list[Span]]:
@@ -303,14 +312,14 @@ def decode_row(row: Mapping[str, Any], tokenizer: Any) -> tuple[str, str, list[S
     decode = getattr(tokenizer, "decode", None)
     if decode is None:
         raise ValueError("pre-tokenized rows need a tokenizer with decode() to read them")
-    ids = [int(i) for i in row["input_ids"]]
-    lengths = row.get("seq_lengths")
+    ids = _ints(row["input_ids"])
+    lengths = _ints(row.get("seq_lengths"))
     if lengths:
-        ids = ids[: int(lengths[0])]
-    mask = row.get("completion_mask") or row.get("assistant_masks")
-    if mask is None and row.get("labels") is not None:
-        mask = [int(int(x) != -100) for x in row["labels"]]
-    mask = list(mask or [])[: len(ids)]
+        ids = ids[: lengths[0]]
+    mask = _ints(row.get("completion_mask")) or _ints(row.get("assistant_masks"))
+    if not mask and row.get("labels") is not None:
+        mask = [int(x != -100) for x in _ints(row["labels"])]
+    mask = mask[: len(ids)]
     if 1 in mask and 0 in mask[: mask.index(1) + 1]:
         start = mask.index(1)
         end = len(mask) - mask[::-1].index(1)

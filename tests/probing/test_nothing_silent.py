@@ -183,3 +183,20 @@ def test_json_output_is_pure_even_when_native_code_writes_to_stdout(capfd):
     assert json_only(argparse.Namespace(func=native, json=True)) == 0
     out, err = capfd.readouterr()
     assert json.loads(out) == {"ok": True} and "HiGHS" in err
+
+
+def test_pre_tokenized_rows_of_tensors(tokenizer):
+    """A torch data set yields tensors: prompt and target split where labels are -100."""
+    import torch
+
+    prompt = tokenizer("keepers paint bright harbour stones blue")["input_ids"]
+    target = tokenizer(" before winter", add_special_tokens=False)["input_ids"]
+    row = {
+        "input_ids": torch.tensor(prompt + target),
+        "labels": torch.tensor([-100] * len(prompt) + target),
+        "attention_mask": torch.ones(len(prompt) + len(target), dtype=torch.long),
+    }
+    (p,) = probes_from_dataset([row], tokenizer=tokenizer, n_players=3, num_probes=1)
+    assert p.prompt == "[CLS] keepers paint bright harbour stones blue [SEP]"
+    assert p.target == " before winter" and p.n_players == 3
+    assert set(p.words) <= {"keepers", "paint", "bright", "harbour", "stones", "blue"}
