@@ -33,6 +33,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import torch
@@ -98,6 +99,14 @@ def _structure(n: int, eps: float):
     return a_mat, cost, or_sets
 
 
+def _new_highs(highspy: Any) -> Any:
+    """A bare HiGHS instance. ``highspy.Highs`` (the Python wrapper) prints a banner to
+    stdout from native code when created and wires Python callbacks we do not use; its
+    core class does neither. Falls back to the wrapper where the core is not exposed."""
+    core = getattr(getattr(highspy, "_core", None), "_Highs", None)
+    return core() if core is not None else highspy.Highs()
+
+
 def _solve_one(n: int, eps: float, rhs: np.ndarray, bound: float, method: str, time_limit: float):
     """One probe: ``(x, y_or_sets, q, row_duals, status)`` in normalised units."""
     import highspy
@@ -116,7 +125,7 @@ def _solve_one(n: int, eps: float, rhs: np.ndarray, bound: float, method: str, t
     lp.a_matrix_.start_ = a_mat.indptr
     lp.a_matrix_.index_ = a_mat.indices
     lp.a_matrix_.value_ = a_mat.data
-    solver = highspy.Highs()
+    solver = _new_highs(highspy)
     for key, value in (
         ("output_flag", False),
         ("threads", 1),
