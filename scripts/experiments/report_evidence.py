@@ -32,7 +32,7 @@ if str(HERE) not in sys.path:
 
 from stops import LABELS, NEEDS_LABELS, judge, t_interval  # noqa: E402
 
-INTERACTION = ("interaction", "interaction_restore")
+INTERACTION = ("interaction_restore", "interaction", "interaction_v1")
 RIVALS = ("patience_best", "patience", "eb", "fraction", "end")
 KEY = "interactions/"
 
@@ -106,9 +106,15 @@ def stops_table(groups_: dict[tuple[str, str], list[dict]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: which stored metrics a claims table reads: the logged (debounced categories, pooled
+#: signal) or the DESIGN.md §5/§7 ones recomputed from the snapshots
+FIELDS = {"debounced": "interactions", "design": "interactions_design"}
+MODE = ["debounced"]
+
+
 def _at(r: dict, step: int, key: str) -> float | None:
     p = r["points"].get(str(step)) or {}
-    x = (p.get("interactions") or {}).get(KEY + key)
+    x = (p.get(FIELDS[MODE[0]]) or {}).get(KEY + key)
     return None if x is None else float(x)
 
 
@@ -147,7 +153,7 @@ def _claims_rows(setting: str, cfg: str, rs: list[dict]) -> list[str]:
         lines.append(f"| {setting} | {cfg} | {len(rs)} | {q} | {measured} | {floor} |")
 
     def fl(key: str, spec: str = ".2f") -> str:
-        return _ms([r["floor"].get(KEY + key) for r in rs], spec)
+        return _ms([r["floor"][MODE[0]].get(KEY + key) for r in rs], spec)
 
     rsteps = [removal_step(r) for r in rs]
     row(
@@ -242,8 +248,12 @@ def main(argv: list[str] | None = None) -> int:
     g = groups(runs, tuning)
     print("### Stops (judging seeds only)\n")
     print(stops_table(g))
-    print("### Claims, with floors (judging seeds, end of the run unless said)\n")
-    print(claims_table(g))
+    for mode in FIELDS:
+        MODE[0] = mode
+        print(
+            f"### Claims, {mode} categories, with floors (judging seeds; end of run unless said)\n"
+        )
+        print(claims_table(g))
     print("### Cost per run (1 CPU thread)\n")
     print(cost_table(g))
     print("### Every run\n")

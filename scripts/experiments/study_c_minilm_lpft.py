@@ -46,7 +46,7 @@ CONFIGS = [(0.2, "lora"), (0.2, "full"), (0.0, "lora"), (0.0, "full")]
 class Settings:
     name: str = "default"
     train_size: int = 480  # 150 steps of batch 16 = 5 epochs: long enough to overfit
-    tune_size: int = 400
+    tune_size: int = 300
     judge_size: int = 1000
     max_steps: int = 150
     grid: tuple[int, ...] = (0, 5, 10, 20, 30, 45, 60, 90, 120, 150)
@@ -60,7 +60,7 @@ class Settings:
     num_probes: int = 4
     n_players: int = 6
     probe_max_tokens: int = 24
-    eb_batch: int = 32
+    eb_batch: int = 16  # the training batch size, as in Mahsereci et al.
     floor_rel: float = 1e-2  # the package's floor_perturbation default
     lp_iterations: int = 100
     lp_weight_decay: float = 1e-3
