@@ -112,6 +112,49 @@ FIELDS = {"debounced": "interactions", "design": "interactions_design"}
 MODE = ["debounced"]
 
 
+def compact_table(groups_: dict[tuple[str, str], list[dict]]) -> str:
+    """One row per configuration: judging accuracy of the oracle, then every rule's regret
+    (pp, mean ± sd) and the paired differences that the closing note quotes."""
+    order = [n for n in LABELS if n != "best"]
+    short = {
+        "interaction_restore": "interaction + restore-best",
+        "interaction": "interaction (issue 13)",
+        "interaction_v1": "interaction (pre-13)",
+        "patience_best": "patience 3 + load best",
+        "patience": "patience 3",
+        "eb": "EB",
+        "fraction": "half",
+        "end": "end",
+    }
+    lines = [
+        "| setting | config | seeds | best acc. (%) | "
+        + " | ".join(short.get(n, n) for n in order)
+        + " |",
+        "|---|---|---|---|" + "---|" * len(order),
+    ]
+    for (setting, cfg), rs in groups_.items():
+        judged = [r.get("stops") or judge(r) for r in rs]
+        cells = [_ms([j[n]["regret_pp"] for j in judged]) for n in order]
+        lines.append(
+            f"| {setting} | {cfg} | {len(rs)} | "
+            f"{_ms([100 * j['best']['accuracy'] for j in judged])} | " + " | ".join(cells) + " |"
+        )
+    lines += [
+        "",
+        "| setting | config | seeds | restore-best − (patience 3 + load best) "
+        "| restore-best − EB | restore-best − end |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (setting, cfg), rs in groups_.items():
+        judged = [r.get("stops") or judge(r) for r in rs]
+        cells = [
+            _ci([j["interaction_restore"]["regret_pp"] - j[o]["regret_pp"] for j in judged])
+            for o in ("patience_best", "eb", "end")
+        ]
+        lines.append(f"| {setting} | {cfg} | {len(rs)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _at(r: dict, step: int, key: str) -> float | None:
     p = r["points"].get(str(step)) or {}
     x = (p.get(FIELDS[MODE[0]]) or {}).get(KEY + key)
@@ -246,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
         if path.is_file():
             runs += json.loads(path.read_text())["runs"]
     g = groups(runs, tuning)
+    print("### Regret per stop (pp, judging seeds) and paired differences (95% t-interval)\n")
+    print(compact_table(g))
     print("### Stops (judging seeds only)\n")
     print(stops_table(g))
     for mode in FIELDS:
