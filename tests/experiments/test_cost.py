@@ -56,4 +56,4 @@ def test_entry_point_with_the_quick_benches(cost, tmp_path):
         text = (tmp_path / name).read_text()
         assert "# exit 0" in text, text[:500]
     assert "values equal to 1e-4: yes" in (tmp_path / "bench_probe.txt").read_text()
-    assert "Solver: default vs reference" in (tmp_path / "bench_andor.txt").read_text()
+    assert "Solver: default (exact LP) vs admm-pdhg" in (tmp_path / "bench_andor.txt").read_text()
