@@ -199,6 +199,16 @@ def _claims_rows(setting: str, cfg: str, rs: list[dict]) -> list[str]:
         return _ms([r["floor"][MODE[0]].get(KEY + key) for r in rs], spec)
 
     rsteps = [removal_step(r) for r in rs]
+    if MODE[0] == "debounced":
+        from stops import _new_rule
+
+        ended = [_new_rule(r).stage_ended_at for r in rs]
+        done = [e for e in ended if e is not None]
+        row(
+            "issue-13 stage test: runs whose denoising stage ended, at step",
+            f"{len(done)}/{len(rs)}" + (f", {_ms(done, '.0f')}" if done else ""),
+            "—",
+        )
     row(
         "removal: step reaching 90% of peak removed fraction (of max steps)",
         f"{_ms(rsteps, '.0f')} (of {end[0]})",
