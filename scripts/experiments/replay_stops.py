@@ -15,11 +15,10 @@ Two sources, two modes:
   AND-OR interactions, so every rule can be replayed exactly; this is what the defaults
   were tuned with (tuning seeds only) and what ``--grid`` prints.
 
-Restore-best is replayed exactly as the callback does it: the probe point with the lowest
-signal since the stage end, up to the stop (or the end when the rule never fires); its
-held-out accuracy is read at that step (for Study B, whose evaluations are every 15 steps
-and probes every 5, only probe points that were also evaluated are candidates: the
-callback with ``schedule="eval"``). Regret = best held-out accuracy in hindsight minus the
+Restore-best is replayed exactly as the callback does it: the stopper's ``restore_step``
+at the stop (or at the end when the rule never fires). Its held-out accuracy is read at
+that step (for Study B, whose evaluations are every 15 steps and probes every 5, at the
+last evaluation at or before it). Regret = best held-out accuracy in hindsight minus the
 accuracy of the model the method ends with, in percentage points.
 
     python scripts/experiments/replay_stops.py                  # the stored-curves table
@@ -100,7 +99,6 @@ def replay(run: Run, rule: Rule) -> dict[str, Any]:
     """``{stop, stage_end, model_step, accuracy, regret_pp}`` of ``rule`` on ``run``."""
     stopper = rule.make(run.floor)
     signal, removed = run.curves[rule.signal], run.curves["removed_fraction"]
-    candidates: dict[int, float] = {}
     stop = None
     for step in sorted(signal):
         if step == 0:
@@ -108,16 +106,14 @@ def replay(run: Run, rule: Rule) -> dict[str, Any]:
         fired = stopper.update(
             step, {NOISE_KEY: signal[step], REMOVED_FRACTION_KEY: removed.get(step)}
         )
-        if stopper.stage_ended_at is not None and step in run.accuracy:
-            candidates[step] = signal[step]
         if fired:
             stop = step
             break
     used = stop if stop is not None else run.max_steps
     model_step = used
-    if rule.restore and stopper.stage_ended_at is not None and candidates:
-        low = min(candidates.values())
-        model_step = min(s for s, v in candidates.items() if v == low)
+    if rule.restore and stopper.restore_step is not None:
+        # the stopper's own restore target at the stop (or the end), as the callback loads it
+        model_step = stopper.restore_step
     acc = _at_or_before(run.accuracy, model_step)
     return {
         "stop": stop,

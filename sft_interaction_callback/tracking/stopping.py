@@ -25,7 +25,7 @@ __all__ = ["Stopper", "NoiseRiseStopper", "ask_stopper", "stopper_status"]
 
 _STATE_FORMAT = "sft_interaction_callback.noise_rise_stopper/1"
 STAGE_TESTS = ("plateau", "rate")
-RESTORE_RULES = ("last_good", "min")
+RESTORE_RULES = ("min", "last_good")
 
 
 @runtime_checkable
@@ -104,11 +104,11 @@ class NoiseRiseStopper:
     to :meth:`set_floor`); without a measured floor it is 0.
 
     **Restore target** (:attr:`restore_step`, ``None`` while the stage has not ended;
-    ``restore_best`` in the callback loads its checkpoint). ``restore="last_good"``
-    (default): the last point since the stage end that was not bad, i.e. whose score was
-    within ``min_delta`` of the running minimum: points that close to the minimum are
-    indistinguishable from it at the measurement's floor, and the later one has learned
-    more of the task. ``restore="min"``: the point of the minimum itself.
+    ``restore_best`` in the callback loads its checkpoint). ``restore="min"`` (default):
+    the point of the running minimum since the stage end. ``restore="last_good"``: the
+    last point that was not bad (within ``min_delta`` of the minimum); on the tuning seeds
+    it went back to later, worse checkpoints (6.55 against 2.30 pp mean regret, see
+    docs/results/stop_rule).
 
     A missing, NaN or infinite metric value does not count and does not reset: the point
     is skipped for that metric. Points with a step not after the last one seen are ignored
@@ -133,7 +133,7 @@ class NoiseRiseStopper:
         stage_window: float = 0.5,
         stage_tolerance: float = 0.1,
         floor_multiple: float = 3.0,
-        restore: str = "last_good",
+        restore: str = "min",
     ) -> None:
         _check_int("patience", patience, 1)
         _check_int("warmup_points", warmup_points, 0)

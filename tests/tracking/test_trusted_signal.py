@@ -130,7 +130,7 @@ def test_plateau_waits_while_removal_keeps_growing():
 
 
 def test_min_delta_is_a_multiple_of_the_floor_and_the_restore_step():
-    s = NoiseRiseStopper(patience=2)
+    s = NoiseRiseStopper(patience=2, restore="last_good")
     assert s.min_delta == 0.0
     s.set_floor(0.01)
     assert s.min_delta == pytest.approx(0.03) and s.status()["stopper/min_delta"] == 0.03
@@ -144,10 +144,10 @@ def test_min_delta_is_a_multiple_of_the_floor_and_the_restore_step():
     assert s.restore_step == 80 and s.best_step == 60
     # 0.12 and 0.125 stay within min_delta of 0.1: not bad; 0.2 and 0.25 are
     assert s.stop_step == 100 and decisions.index(True) == 9
-    restored = NoiseRiseStopper(patience=2)
+    restored = NoiseRiseStopper(patience=2, restore="last_good")
     restored.load_state_dict(s.state_dict())
     assert restored.floor == 0.01 and restored.restore_step == 80
-    by_min = NoiseRiseStopper(patience=2, restore="min")
+    by_min = NoiseRiseStopper(patience=2)  # default: the minimum itself
     by_min.set_floor(0.01)
     _feed(by_min, removed, noise)
     assert by_min.restore_step == 60  # the minimum itself
