@@ -241,16 +241,16 @@ def format_summary(s: Mapping[str, Any]) -> str:
         lines.append(f"stop: step {stop['step']} of {s['max_steps']}")
     else:
         lines.append(f"stop: the stopper did not fire in {s['max_steps']} steps")
+    lines.append(f"  reason: {stop['reason']}")
+    lines.append(
+        "  (shadow mode: training went on to max_steps to measure the end; the model at the "
+        "stop step is the one early stopping would keep)"
+    )
     restored = stop.get("restore_step")
     lines.append(
         "restore-best: "
         + (f"back to the checkpoint of step {restored}" if restored is not None else "nothing")
         + " (lowest noise since the stage end, up to the stop)"
-    )
-    lines.append(f"  reason: {stop['reason']}")
-    lines.append(
-        "  (shadow mode: training went on to max_steps to measure the end; the model at the "
-        "stop step is the one early stopping would keep)"
     )
     lines.append(
         f"held-out accuracy: step 0 {_pct(acc['step0'])} | stage end {_pct(acc.get('stage_end'))}"
