@@ -5,6 +5,8 @@ measurement leaves the model, its gradients and every RNG exactly as they were."
 from __future__ import annotations
 
 import json
+import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -71,7 +73,7 @@ def test_train_ends_with_the_weights_of_the_best_checkpoint(
     assert note["restore_step"] == 10
 
 
-def test_no_restore_with_load_best_model_at_end_or_when_off(make_trainer, tmp_path):
+def test_no_restore_and_no_extra_checkpoint_when_off(make_trainer, tmp_path):
     trainer, cb = make_trainer(
         tmp_path, {"schedule": 5, "stopper": Pick(10, 15), "restore_best": False}, max_steps=20
     )
@@ -126,3 +128,23 @@ def test_floor_is_logged_at_step_0_and_sets_min_delta(make_trainer, tmp_path, h)
     assert cb.stopper.floor == pytest.approx(floor[0])
     assert cb.stopper.min_delta == pytest.approx(3 * floor[0])
     assert h.logged(trainer, "interactions/stopper/min_delta")[5] == pytest.approx(3 * floor[0])
+
+
+def test_eval_value_is_the_worst_value_before_the_stage_end():
+    from sft_interaction_callback.restore_best import eval_value
+
+    stopper = NoiseRiseStopper()
+    cb = SimpleNamespace(
+        progress=SimpleNamespace(last_noise=0.2, last_noise_step=30), stopper=stopper
+    )
+    lower, higher = (
+        SimpleNamespace(greater_is_better=False),
+        SimpleNamespace(greater_is_better=True),
+    )
+    assert eval_value(cb, lower) == math.inf and eval_value(cb, higher) == -math.inf
+    stopper.stage_ended_at = 20
+    assert eval_value(cb, lower) == 0.2
+    cb.progress.last_noise_step = 10  # a value measured before the stage end
+    assert eval_value(cb, lower) == math.inf
+    cb.progress.last_noise = None
+    assert eval_value(cb, lower) is None
