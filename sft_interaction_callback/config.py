@@ -160,9 +160,9 @@ class InteractionConfig:
         "Masked inputs per forward pass; None picks one from free memory.", None
     )
     probe_threads: int | None = _help(
-        "Torch CPU threads while probing a model on the CPU (restored afterwards): None uses "
-        "every core the process may use (training often runs tiny models on one); an int "
-        "fixes it. Ignored on accelerators.",
+        "Torch CPU threads while probing a model on the CPU (restored afterwards): None "
+        "keeps the training's count; an int sets it (more threads help on an idle CPU and "
+        "hurt badly on a shared one). Ignored on accelerators.",
         None,
     )
     solver: str = _help(

@@ -175,6 +175,8 @@ def test_probing_threads_raise_cpu_threads_and_restore_them():
     before = torch.get_num_threads()
     model = torch.nn.Linear(2, 2)
     with probing_threads(model, None) as used:
+        assert used == before == torch.get_num_threads()  # None: the training's count
+    with probing_threads(model, usable_cpus()) as used:
         assert used == usable_cpus() == torch.get_num_threads()
     assert torch.get_num_threads() == before
     with probing_threads(model, 1):
