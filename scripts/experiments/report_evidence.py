@@ -287,10 +287,79 @@ def curves_table(runs: list[dict], tuning: set[int]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _mean_curve(rs: list[dict], grid: list[int], field: str, sub: str | None = None) -> list[float]:
+    """Mean over runs of a per-point field (``sub``: a key inside it) on ``grid``."""
+    out = []
+    for s in grid:
+        xs = []
+        for r in rs:
+            p = r["points"][str(s)]
+            x = p.get(field) if sub is None else (p.get(field) or {}).get(sub)
+            if x is not None:
+                xs.append(float(x))
+        out.append(statistics.fmean(xs) if xs else math.nan)
+    return out
+
+
+def plot(groups_: dict[tuple[str, str], list[dict]], path: Path) -> None:
+    """Mean curves per configuration (judging seeds): judging accuracy, tuning loss, the
+    noise signal and the removed fraction, with each seed's kept steps of three rules."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = list(groups_)
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.6 * len(keys), 3.6), squeeze=False)
+    for ax, key in zip(axes[0], keys, strict=True):
+        rs = groups_[key]
+        grid = sorted(int(s) for s in rs[0]["grid"])
+
+        ax.plot(
+            grid,
+            [100 * x for x in _mean_curve(rs, grid, "judge_acc")],
+            "o-",
+            color="C0",
+            label="judging acc.",
+        )
+        ax.set_ylabel("judging accuracy (%)", color="C0")
+        ax2 = ax.twinx()
+        ax2.plot(
+            grid, _mean_curve(rs, grid, "tune_loss"), "s--", color="C1", lw=1, label="tuning loss"
+        )
+        ax2.plot(
+            grid,
+            _mean_curve(rs, grid, "interactions", KEY + "noise"),
+            color="red",
+            label="noise signal",
+        )
+        ax2.plot(
+            grid,
+            _mean_curve(rs, grid, "interactions", KEY + "removed/fraction"),
+            "k:",
+            label="removed frac.",
+        )
+        for name, color in (("interaction_restore", "red"), ("patience_best", "purple"),
+                            ("eb", "green")):  # fmt: skip
+            for k, r in enumerate(rs):
+                used = (r.get("stops") or judge(r))[name]["used_step"]
+                ax.axvline(used, color=color, alpha=0.35, lw=1.5,
+                           label=LABELS[name] if k == 0 else None)  # fmt: skip
+        ax.set_xlabel("step")
+        ax.set_title(f"{key[0]}, {key[1]} ({len(rs)} seeds)", fontsize=9)
+        h1, l1 = ax.get_legend_handles_labels()
+        h2, l2 = ax2.get_legend_handles_labels()
+        ax.legend(h1 + h2, l1 + l2, fontsize=6, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=70)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("dirs", nargs="+", help="study output folders holding runs.json")
     p.add_argument("--tuning-seeds", type=int, nargs="*", default=[0])
+    p.add_argument("--plot", default=None, help="also draw the mean curves into this PNG")
     args = p.parse_args(argv)
     tuning = set(args.tuning_seeds)
     runs: list[dict[str, Any]] = []
@@ -299,6 +368,8 @@ def main(argv: list[str] | None = None) -> int:
         if path.is_file():
             runs += json.loads(path.read_text())["runs"]
     g = groups(runs, tuning)
+    if args.plot:
+        plot(g, Path(args.plot))
     print("### Regret per stop (pp, judging seeds) and paired differences (95% t-interval)\n")
     print(compact_table(g))
     print("### Stops (judging seeds only)\n")
