@@ -76,6 +76,10 @@ def test_causal_lm_tiny(load_script, tmp_path, monkeypatch):
             "--work-dir", str(tmp_path / "work")]  # fmt: skip
     assert study.main(args) == 0
     _check(out, judge, study.TINY.max_steps, 2)
+    # the report reads runs.json only; seed 0 is a judging seed here
+    report = load_script("report_evidence")
+    assert report.main([str(out), "--tuning-seeds", "--plot", str(tmp_path / "c.png")]) == 0
+    assert (tmp_path / "c.png").stat().st_size > 0
 
 
 def test_missing_data_is_skipped(load_script, tmp_path, capsys):
