@@ -442,3 +442,35 @@ def aggregate(out: Path, meta: dict[str, Any]) -> dict[str, Any]:
 
 def run_name(noise: float, method: str, seed: int) -> str:
     return f"noise{int(round(100 * noise)):02d}-{method}-seed{seed}"
+def run_grid(
+    label: str,
+    configs: Sequence[tuple[float, str]],
+    seeds: Sequence[int],
+    out: Path,
+    meta: dict[str, Any],
+    run: Callable[[float, str, int], dict[str, Any]],
+    log: Callable[[str], None],
+    started: float,
+) -> None:
+    """Every (noise, method, seed) run not yet on disk, in order; ``runs.json`` after each.
+
+    Resumable: a run whose ``runs/<name>.json`` exists is skipped, so a study continues
+    where an interrupted invocation stopped.
+    """
+    for noise, method in configs:
+        for seed in seeds:
+            path = out / "runs" / f"{run_name(noise, method, seed)}.json"
+            if path.is_file():
+                log(f"[{label}] {path.name} exists: skipped")
+                continue
+            log(f"[{label}] {run_name(noise, method, seed)} ...")
+            rec = run(noise, method, seed)
+            rec["code"] = code_state()
+            write_json(path, rec)
+            aggregate(out, meta)
+            log(f"[{label}] {rec['run']} done in {rec['timing']['run_seconds']} s")
+    meta["wall_seconds_this_call"] = round(time.perf_counter() - started, 1)
+    aggregate(out, meta)
+    log(f"[{label}] wrote {out / 'runs.json'} ({meta['wall_seconds_this_call']} s)")
+
+

@@ -602,21 +602,16 @@ def main(argv: list[str] | None = None) -> int:
         "pip_freeze": ev.pip_freeze(),
         "code": ev.code_state(),
     }
-    for noise, method in configs:
-        for seed in args.seeds:
-            path = out / "runs" / f"{ev.run_name(noise, method, seed)}.json"
-            if path.is_file():
-                log(f"[study D] {path.name} exists: skipped")
-                continue
-            log(f"[study D] {ev.run_name(noise, method, seed)} ...")
-            rec = one_run(ctx, noise, method, seed, work)
-            rec["code"] = ev.code_state()
-            ev.write_json(path, rec)
-            ev.aggregate(out, meta)
-            log(f"[study D] {rec['run']} done in {rec['timing']['run_seconds']} s")
-    meta["wall_seconds_this_call"] = round(time.perf_counter() - t0, 1)
-    ev.aggregate(out, meta)
-    log(f"[study D] wrote {out / 'runs.json'} ({meta['wall_seconds_this_call']} s)")
+    ev.run_grid(
+        "study D",
+        configs,
+        args.seeds,
+        out,
+        meta,
+        lambda noise, method, seed: one_run(ctx, noise, method, seed, work),
+        log,
+        t0,
+    )
     return 0
 
 
