@@ -26,7 +26,6 @@ import json
 import math
 import os
 import re
-import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -35,6 +34,7 @@ from typing import Any, TypeVar
 import torch
 
 from sft_interaction_callback.andor import AndOrInteractions
+from sft_interaction_callback.atomic_io import TMP_SUFFIX, atomic_write_bytes
 from sft_interaction_callback.keys import EMERGED, NOISE, PRESERVED, REMOVED, SALIENT
 
 __all__ = [
@@ -57,7 +57,6 @@ __all__ = [
 
 FORMAT = "sft_interaction_callback.snapshots/1"
 _STEP_RE = re.compile(r"^step-(\d{8})\.safetensors$")
-_TMP_SUFFIX = ".tmp"
 T = TypeVar("T")
 
 
@@ -74,48 +73,6 @@ def step_filename(step: int) -> str:
     return f"step-{int(step):08d}.safetensors"
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TMP_SUFFIX, dir=path.parent)
-    try:
-        _chmod_like_open(fd)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def _current_umask() -> int:
-    """The process umask, read without changing it where the OS allows (Linux)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)  # elsewhere: set and put back at once
-    os.umask(mask)
-    return mask
-
-
-def _chmod_like_open(fd: int) -> None:
-    """Give a ``mkstemp`` file (0600) the mode ``open()`` would have: 0666 minus the umask."""
-    try:
-        os.fchmod(fd, 0o666 & ~_current_umask())
-    except (AttributeError, OSError):  # pragma: no cover - e.g. Windows
-        pass
-
-
 def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
     """Delete the temporary files that an interrupted atomic write left in ``folder``.
 
@@ -127,7 +84,7 @@ def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
     if not folder.is_dir():
         return removed
     for p in folder.iterdir():
-        if p.name.startswith(".") and p.name.endswith(_TMP_SUFFIX) and p.is_file():
+        if p.name.startswith(".") and p.name.endswith(TMP_SUFFIX) and p.is_file():
             with contextlib.suppress(OSError):
                 p.unlink()
                 removed.append(p)
@@ -374,20 +331,6 @@ class SnapshotDir:
 
     def read_reference(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         return load_tensors(self.reference_path)
-
-
-def _fsync_dir(path: Path) -> None:
-    """Persist the rename itself (POSIX); silently skipped where folders cannot be opened."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - e.g. Windows
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
 
 
 def write_probe_point(

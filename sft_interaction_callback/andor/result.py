@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import struct
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -205,7 +204,9 @@ class AndOrInteractions:
         meta: Mapping[str, Any] | None = None,
     ) -> Path:
         """Write atomically (temp file in the same folder, fsync, replace) to ``path``."""
-        return _atomic_write(Path(path), self.to_bytes(extra, meta))
+        from ..atomic_io import atomic_write_bytes  # stdlib only; the snapshots' writer
+
+        return atomic_write_bytes(path, self.to_bytes(extra, meta))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> AndOrInteractions:
@@ -264,19 +265,3 @@ def _from_parts(
         **core,
     )
     return result, extras
-
-
-def _atomic_write(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
