@@ -29,6 +29,9 @@ EPS = 1e-7
 _LOG_EPS = math.log(EPS)
 _LOG_1M_EPS = math.log1p(-EPS)
 CPU_BATCH_SIZE = 64
+#: On a CPU: bytes of activations one forward pass may use, and the most masks per pass.
+CPU_BATCH_MEMORY = 512 * 2**20
+CPU_MAX_BATCH = 256
 CPU_CACHE_MEMORY = 1 << 30
 
 _OOM_ERRORS: tuple[type[BaseException], ...] = tuple(
@@ -108,16 +111,20 @@ class _MaskedValue:
         return self.adapter.device
 
     def _auto_batch(self, length: int, m: int) -> int:
+        """Masks per forward pass: what memory allows, capped (CUDA: half the free memory;
+        CPU: ``CPU_BATCH_MEMORY``, at most ``CPU_MAX_BATCH``, where per-call overhead, not
+        arithmetic, limits small models: 256 instead of 64 cut the demo's forward time
+        by a fifth)."""
         if self.batch_size is not None:
             return self.batch_size
-        if self.device.type != "cuda":
-            return CPU_BATCH_SIZE
-        free, _ = torch.cuda.mem_get_info(self.device)
         vocab = int(self.adapter.embedding.weight.shape[0])
         per_seq = (
             length * (self.adapter.kv_bytes_per_token() + self.adapter.activation_bytes_per_token())
             + 3 * 4 * m * vocab
         )
+        if self.device.type != "cuda":
+            return int(max(1, min(CPU_MAX_BATCH, CPU_BATCH_MEMORY // max(per_seq, 1))))
+        free, _ = torch.cuda.mem_get_info(self.device)
         return int(max(1, min(1024, 0.5 * free // max(per_seq, 1))))
 
     def _check_length(self, probe: Probe, length: int, what: str) -> None:
@@ -192,7 +199,8 @@ class CausalLMValue(_MaskedValue):
     """``v(x_S) = Σ_i log(p_i / (1 − p_i))`` over target tokens, teacher-forced (DESIGN §2).
 
     Token ids are ``tokenizer(prompt).input_ids + tokenizer(target, add_special_tokens=False)``.
-    ``batch_size=None`` picks one from free GPU memory (64 on CPU) and halves it on CUDA OOM.
+    ``batch_size=None`` picks one from free GPU memory (on a CPU: up to 256, within
+    ``CPU_BATCH_MEMORY``) and halves it on CUDA OOM.
     ``prefix_sharing`` runs masks as a prefix tree over players (exact, much cheaper); models
     that cannot share a KV cache fall back to full batched passes. ``cache_memory`` bounds
     the bytes of KV cache the tree keeps alive (default: 1 GiB on CPU, a quarter of free

@@ -288,3 +288,37 @@ def test_wrappers_are_looked_through(make_tiny, tokenizer):
         vf = CausalLMValue(wrapped, tokenizer)
         assert vf.prefix_sharing and vf.adapter.core is model
         assert torch.allclose(vf(probe), expected, atol=1e-6)
+
+
+def test_engine_times_both_paths_once_and_keeps_the_faster(make_tiny, tokenizer, monkeypatch):
+    """The prefix tree or full passes: chosen at the first point by timing, kept after,
+    and either way the values are those of the brute-force reference."""
+    from sft_interaction_callback.engine import ValueExtractor
+
+    model = make_tiny("llama")
+    other = "The quiet river carried small boats past the mill every morning in spring."
+    probes = [_probe(5), _probe(5, prompt=other, pid="u")]
+    ex = ValueExtractor(tokenizer, kind="causal")
+    first = ex.values(model, probes)
+    assert isinstance(ex.prefix_sharing, bool)
+    for sharing in (True, False):
+        direct = torch.stack(
+            [CausalLMValue(model, tokenizer, prefix_sharing=sharing)(p) for p in probes]
+        )
+        assert torch.allclose(first, direct, atol=1e-4, rtol=0)
+    timed = []
+    monkeypatch.setattr(ValueExtractor, "_choose_path", lambda *a: timed.append(a))
+    ex.values(model, probes)
+    assert timed == [], "the path is chosen once per run, not at every probe point"
+
+
+def test_engine_path_choice_follows_the_clock(make_tiny, tokenizer, monkeypatch):
+    """Whichever path the clock says is faster is kept (here: full passes made 'faster')."""
+    import sft_interaction_callback.engine as engine
+
+    model = make_tiny("llama")
+    ticks = iter([0.0, 5.0, 5.0, 6.0, 6.0, 11.0, 11.0, 12.0])  # tree 5 s, full 1 s (twice)
+    monkeypatch.setattr(engine.time, "perf_counter", lambda: next(ticks, 100.0))
+    ex = engine.ValueExtractor(tokenizer, kind="causal")
+    ex.values(model, [_probe(4)])
+    assert ex.prefix_sharing is False
