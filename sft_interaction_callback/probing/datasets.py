@@ -94,7 +94,7 @@ def probes_from_dataset(
     rows: Iterable[Mapping[str, Any]] | Any,
     *,
     tokenizer: Any,
-    n_players: int = 10,
+    n_players: int = 8,
     num_probes: int = 8,
     seed: int = 0,
     strategy: str = "spread",

@@ -121,7 +121,7 @@ def _interaction_rows(cfg: TrainConfig) -> Rows:
     rows = [
         (
             "interactions",
-            f"{ic.get('num_probes', 8)} probes x {ic.get('n_players', 10)} players from "
+            f"{ic.get('num_probes', 8)} probes x {ic.get('n_players', 8)} players from "
             f"the {cfg.probes_from} rows; schedule {sched_s}; {stop}",
         )
     ]

@@ -22,7 +22,7 @@ def test_top_level_exports_are_lazy_and_work():
 
 def test_defaults_and_help():
     cfg = InteractionConfig()
-    assert (cfg.num_probes, cfg.n_players, cfg.noise_bound, cfg.salient_rel) == (8, 10, 0.02, 0.05)
+    assert (cfg.num_probes, cfg.n_players, cfg.noise_bound, cfg.salient_rel) == (8, 8, 0.02, 0.05)
     assert cfg.salient_scope == "joint" and cfg.early_stopping and cfg.patience == 2
     assert cfg.output_subdir == "interactions" and cfg.baseline == "pad" and cfg.log_tables
     text = InteractionConfig.help()

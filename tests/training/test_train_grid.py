@@ -71,7 +71,7 @@ def test_every_combination_resolves(model, data, local_data):
     global_batch = t["per_device_train_batch_size"] * t["gradient_accumulation_steps"] * 8
     assert global_batch == 64
     assert t["output_dir"] == f"runs/{model}_{data}" and t["eval_strategy"] == "steps"
-    assert cfg.interactions["probes_from"] == "eval" and cfg.interactions["n_players"] == 10
+    assert cfg.interactions["probes_from"] == "eval" and cfg.interactions["n_players"] == 8
     d = cfg.data
     if data in ("goemotions", "dolly"):
         expected = {
