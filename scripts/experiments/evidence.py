@@ -442,6 +442,8 @@ def aggregate(out: Path, meta: dict[str, Any]) -> dict[str, Any]:
 
 def run_name(noise: float, method: str, seed: int) -> str:
     return f"noise{int(round(100 * noise)):02d}-{method}-seed{seed}"
+
+
 def run_grid(
     label: str,
     configs: Sequence[tuple[float, str]],
@@ -472,5 +474,3 @@ def run_grid(
     meta["wall_seconds_this_call"] = round(time.perf_counter() - started, 1)
     aggregate(out, meta)
     log(f"[{label}] wrote {out / 'runs.json'} ({meta['wall_seconds_this_call']} s)")
-
-

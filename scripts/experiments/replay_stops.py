@@ -55,6 +55,10 @@ STORED = {
 }
 
 
+#: Curves a regenerated study stores for the shipped rule (see :func:`shipped_curves`).
+SHIPPED_CURVES = ("noise_shipped", "removed_fraction_shipped")
+
+
 # ---------------------------------------------------------------------- rules
 @dataclass(frozen=True)
 class Rule:
@@ -150,6 +154,9 @@ def load_stored(paths: Iterable[str]) -> list[Run]:
                         zip(steps, c["emerged/strength_norm"], strict=True)
                     ),
                 }
+                for key in SHIPPED_CURVES:
+                    if key in c:
+                        curves[key] = dict(zip(steps, c[key], strict=True))
                 acc = dict(zip(c["eval_steps"], c["eval_accuracy"], strict=True))
                 patience = r["stop"]["patience"]
                 pstep = patience["step"] if patience["fired"] else max(acc)
@@ -162,40 +169,50 @@ def load_stored(paths: Iterable[str]) -> list[Run]:
                         acc,
                         max(acc),
                         {"eval_loss_patience3_best": acc[best_loss]},
+                        r.get("noise_floor"),
                     )
                 )
             else:  # study A
                 curves = {
                     k: _int_keys(c[k])
-                    for k in ("noise", "removed_fraction", "emerged_strength_norm")
+                    for k in ("noise", "removed_fraction", "emerged_strength_norm", *SHIPPED_CURVES)
+                    if k in c
                 }
                 acc = _int_keys(c["accuracy"])
                 base = {
                     "eval_loss_patience3_best": r["methods"]["eval_loss_patience3_best"]["accuracy"]
                 }
-                runs.append(Run(f"study_a/seed{r['seed']}", curves, acc, r["max_steps"], base))
+                runs.append(
+                    Run(
+                        f"study_a/seed{r['seed']}",
+                        curves,
+                        acc,
+                        r["max_steps"],
+                        base,
+                        c.get("noise_floor"),
+                    )
+                )
     return runs
 
 
 # ---------------------------------------------------------------------- run folders
-def load_run_dir(
-    run_dir: Path,
+def variant_curves(
+    snap_dir: Path,
     variants: Iterable[tuple[str, str]],
     *,
     probes: list[int] | None = None,
     keep_step: Any = None,
-) -> Run:
-    """A demo run folder: the signals of each tracker variant recomputed from snapshots."""
+) -> tuple[dict[str, dict[int, float]], float | None]:
+    """The noise and removed-fraction curves of each tracker variant ``(categories,
+    signal)``, recomputed from a run's step snapshots, and the run's measured floor."""
     import torch
 
     from sft_interaction_callback.callback_state import make_tracker
     from sft_interaction_callback.config import InteractionConfig
     from sft_interaction_callback.snapshots import load_tensors
 
-    summary = json.loads((run_dir / "summary.json").read_text())
-    files = sorted(glob.glob(str(run_dir / "interactions" / "step-*.safetensors")))
     tables = []
-    for f in files:
+    for f in sorted(glob.glob(str(snap_dir / "step-*.safetensors"))):
         t, meta = load_tensors(f)
         step = int(meta["step"])
         if keep_step is not None and step > 0 and not keep_step(step):
@@ -213,12 +230,38 @@ def load_run_dir(
             noise[step], removed[step] = m[NOISE_KEY], m[REMOVED_FRACTION_KEY]
         curves[f"noise[{cats},{sig}]"] = noise
         curves[f"removed_fraction[{cats}]"] = removed
-    rows = [
-        json.loads(x)
-        for x in (run_dir / "interactions" / "metrics.jsonl").read_text().splitlines()
-        if x
-    ]
+    rows = [json.loads(x) for x in (snap_dir / "metrics.jsonl").read_text().splitlines() if x]
     floor = next((r.get("interactions/noise_floor") for r in rows if r.get("step") == 0), None)
+    return curves, floor
+
+
+def shipped_curves(snap_dir: Path) -> dict[str, Any]:
+    """What a study stores so that both rules replay from its file alone: the shipped
+    signal on the DESIGN.md §5 categories (``noise_shipped``, ``removed_fraction_shipped``),
+    recomputed from the snapshots, and the measured floor (``noise_floor``); the new signal
+    is the run's own ``noise`` / ``removed_fraction`` curves."""
+    curves, floor = variant_curves(snap_dir, [("design", "design")])
+    return {
+        "noise_shipped": {str(k): v for k, v in curves["noise[design,design]"].items()},
+        "removed_fraction_shipped": {
+            str(k): v for k, v in curves["removed_fraction[design]"].items()
+        },
+        "noise_floor": floor,
+    }
+
+
+def load_run_dir(
+    run_dir: Path,
+    variants: Iterable[tuple[str, str]],
+    *,
+    probes: list[int] | None = None,
+    keep_step: Any = None,
+) -> Run:
+    """A demo run folder: the signals of each tracker variant recomputed from snapshots."""
+    summary = json.loads((run_dir / "summary.json").read_text())
+    curves, floor = variant_curves(
+        run_dir / "interactions", variants, probes=probes, keep_step=keep_step
+    )
     acc = _int_keys(summary["accuracy"]["by_step"])
     return Run(run_dir.name, curves, acc, int(summary["max_steps"]), {}, floor)
 
@@ -243,35 +286,76 @@ def mean_sd(xs: list[float]) -> str:
     return f"{statistics.fmean(xs):.2f} ± {sd:.2f}"
 
 
+def _replay_on(run: Run, rule: Rule, removed: str) -> dict[str, Any]:
+    return replay(
+        replace(run, curves={**run.curves, "removed_fraction": run.curves[removed]}), rule
+    )
+
+
 def stored_table() -> str:
-    rules = [
-        SHIPPED,
-        Rule("new rule (defaults), stop only; signal: stored noise", {}, restore=False),
-        Rule("new rule (defaults) + restore-best; signal: stored noise", {}),
-        Rule(
-            "new rule (defaults) + restore-best; signal: stored emerged/strength_norm",
-            {},
-            signal="emerged_strength_norm",
-        ),
-    ]
+    """Both rules on the stored study files. Files regenerated with the new signal hold the
+    shipped signal too (``noise_shipped`` on the §5 categories) and the measured floor, so
+    each rule reads its own signal; older files hold the shipped signal only."""
     out = [
         "Replay on the stored curves (regret = best held-out accuracy in hindsight minus the "
         "accuracy of the model each method ends with, percentage points; mean ± sd over runs).",
-        "The stored files hold the DESIGN.md §7 signal on the §5 categories, not the new pooled, "
-        "debounced signal, and no measured floor: the new rule (NoiseRiseStopper defaults: "
-        "plateau stage test, patience 2, restore 'last_good') runs with min_delta = 0 here.",
         "",
     ]
     for study, paths in STORED.items():
         runs = load_stored(paths)
+        both = all(all(k in r.curves for k in SHIPPED_CURVES) for r in runs)
+        if both:
+            rows = [
+                (SHIPPED, "removed_fraction_shipped", "noise_shipped"),
+                (
+                    Rule("new rule (defaults), stop only", {}, restore=False),
+                    "removed_fraction",
+                    "noise",
+                ),
+                (Rule("new rule (defaults) + restore-best", {}), "removed_fraction", "noise"),
+            ]
+            note = (
+                "Regenerated files: the shipped rule reads the DESIGN.md §7 signal on the §5 "
+                "categories (`noise_shipped`), the new rule the pooled signal on the debounced "
+                "categories (`noise`) with the measured floor, both recomputed from the same "
+                "runs' snapshots."
+            )
+        else:
+            rows = [
+                (SHIPPED, "removed_fraction", "noise"),
+                (
+                    Rule("new rule (defaults), stop only; signal: stored noise", {}, restore=False),
+                    "removed_fraction",
+                    "noise",
+                ),
+                (
+                    Rule("new rule (defaults) + restore-best; signal: stored noise", {}),
+                    "removed_fraction",
+                    "noise",
+                ),
+                (
+                    Rule(
+                        "new rule (defaults) + restore-best; signal: stored emerged/strength_norm",
+                        {},
+                    ),
+                    "removed_fraction",
+                    "emerged_strength_norm",
+                ),
+            ]
+            note = (
+                "Old files: they hold only the DESIGN.md §7 signal on the §5 categories and no "
+                "floor, so the new *rule* runs on the stored signal with min_delta = 0."
+            )
         out += [
             f"### Study {study}: {len(runs)} runs",
+            "",
+            note,
             "",
             "| method | mean regret (pp) | per run (pp) | stop / restored step per run |",
             "|---|---|---|---|",
         ]
-        for rule in rules:
-            res = [replay(r, rule) for r in runs]
+        for rule, removed, signal in rows:
+            res = [_replay_on(r, replace(rule, signal=signal), removed) for r in runs]
             per = ", ".join(f"{x['regret_pp']:.1f}" for x in res)
             steps = ", ".join(f"{x['stop'] or 'end'}/{x['model_step']}" for x in res)
             out.append(

@@ -46,6 +46,7 @@ from compare import (  # noqa: E402
     patience_stop,
     value_at,
 )
+from replay_stops import shipped_curves  # noqa: E402
 
 from sft_interaction_callback.keys import (  # noqa: E402
     CATEGORIES,
@@ -92,7 +93,8 @@ def run_seed(seed: int, tiny: bool, eval_every: int, work_dir: str, threads: int
     lines: list[str] = []
     result = run_demo(settings, output_dir=work_dir, seed=seed, threads=threads, log=lines.append)
     rows = _read_jsonl(result.run_dir / "interactions" / "metrics.jsonl")
-    return {"summary": result.summary, "metrics": rows}
+    shipped = shipped_curves(result.run_dir / "interactions")
+    return {"summary": result.summary, "metrics": rows, "shipped": shipped}
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -486,6 +488,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[study A] seed {seed} ...", flush=True)
             results.append(run_seed(seed, *job))
     records = [analyse(r["summary"], r["metrics"], args.eval_every) for r in results]
+    for rec, r in zip(records, results, strict=True):
+        rec["curves"].update(r["shipped"])  # both rules replay from runs.json alone
     wall = time.perf_counter() - t0
     meta = {
         "study": "A",

@@ -53,6 +53,7 @@ from compare import (  # noqa: E402
     patience_stop,
     value_at,
 )
+from replay_stops import shipped_curves  # noqa: E402
 
 from sft_interaction_callback.keys import (  # noqa: E402
     CATEGORIES,
@@ -500,7 +501,13 @@ def summarise_run(
             *(category_key(c, m) for c in CATEGORIES for m in ("count", "strength_norm")),
         )
     }
+    shipped = shipped_curves(snap_dir)  # both rules replay from runs.json alone
+    curves["noise_shipped"] = [shipped["noise_shipped"].get(str(st)) for st in steps]
+    curves["removed_fraction_shipped"] = [
+        shipped["removed_fraction_shipped"].get(str(st)) for st in steps
+    ]
     return {
+        "noise_floor": shipped["noise_floor"],
         "stop": {
             "interaction": {**point(stop), "fired": stop is not None, "reason": shadow.reason},
             "best": point(best),

@@ -3,12 +3,19 @@
     python scripts/experiments/tune_stop_rule.py floors  "/tmp/tuneA_work/*" floors.json
     python scripts/experiments/tune_stop_rule.py schedule "/tmp/tuneA_work/*"
     python scripts/experiments/tune_stop_rule.py multiple "/tmp/tuneA_work/*" floors.json
+    python scripts/experiments/tune_stop_rule.py budget "/tmp/tuneA_work/*" budget.md
 
 ``floors``: the noise floor of each run's step-0 model (``run/pretrained``), weights
 perturbed by 1e-3 and 1e-2 of their std (perturbation seed = the run's seed), as the
 callback measures it. ``schedule``: the chosen rule on thinner schedules and on half of
-the probes. ``multiple``: floor multiple x patience x restore target. Run folders come
-from ``study_a_demo.py`` (FULL settings, snapshots at every probe point).
+the probes. ``multiple``: floor multiple x patience x restore target. ``budget``: the
+probing settings (players per probe, probes, schedule) against their cost, every one
+replayed exactly from the stored values: fewer players is the same game with the dropped
+words always kept (``v`` restricted to the masks where they are present; the dropped words
+are those the demo's probe builder drops at that size), refitted by the exact solver; the
+floor is re-measured for each setting on the run's step-0 model (1% weight noise, the
+callback's default). Run folders come from ``study_a_demo.py`` (FULL
+settings, snapshots at every probe point).
 """
 
 from __future__ import annotations
@@ -20,11 +27,21 @@ import statistics
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from replay_stops import Rule, load_run_dir, replay_variant, variant_rule  # noqa: E402
+from replay_stops import (  # noqa: E402
+    Rule,
+    Run,
+    load_run_dir,
+    replay,
+    replay_variant,
+    variant_rule,
+)
+
+from sft_interaction_callback.keys import NOISE_KEY, REMOVED_FRACTION_KEY  # noqa: E402
 
 SCHEDULES = {
     "default schedule": None,
@@ -75,27 +92,191 @@ def multiple(dirs: list[str], floors_path: str) -> None:
                     print(f"| rel {rel} | x{mult} | patience {p} | {restore} | {_fmt(res)} |")
 
 
-def measure_floors(dirs: list[str], out: str) -> None:
+def _kept_players(seed: int, players: int) -> list[list[int]]:
+    """Per probe, the bits (of the run's 8-player probe) that the demo's own probe builder
+    makes players at ``players`` per probe: it draws the same sentences and filler order
+    from the same seed, so the smaller set is a subset and the replay is exact."""
+    import random
+
+    from sft_interaction_callback.demo.finetune import make_probes
+    from sft_interaction_callback.demo.settings import FULL
+    from sft_interaction_callback.demo.task import make_split
+
+    def probes_at(n: int) -> list[Any]:
+        rng = random.Random(seed)
+        make_split(rng, FULL.train_size, flip_p=FULL.label_noise)
+        make_split(rng, FULL.eval_size)
+        return make_probes(rng, replace(FULL, n_players=n))
+
+    out = []
+    for big, small in zip(probes_at(FULL.n_players), probes_at(players), strict=True):
+        spans = [tuple(x) for x in big.players]
+        out.append([spans.index(tuple(x)) for x in small.players])
+    return out
+
+
+def _restrict(v: Any, kept: list[list[int]]) -> Any:
+    """Per probe, the game on the ``kept`` players: every other player always present."""
     import torch
+
+    n = v.shape[-1].bit_length() - 1
+    rows = []
+    for row, bits in zip(v, kept, strict=True):
+        present = ((1 << n) - 1) ^ sum(1 << b for b in bits)
+        idx = [
+            present | sum(1 << b for j, b in enumerate(bits) if m >> j & 1)
+            for m in range(1 << len(bits))
+        ]
+        rows.append(row[torch.tensor(idx)])
+    return torch.stack(rows)
+
+
+def _fit(v: Any) -> tuple[Any, Any]:
+    from sft_interaction_callback.andor import fit_and_or
+
+    out = fit_and_or(v.double(), noise_bound=0.02, solver="exact")
+    return out.i_and, out.i_or
+
+
+def _step0_setup(run: Path) -> tuple[int, Any, list[Any], Any, Any]:
+    """``(seed, model, probes, extractor, config)`` of a run's step-0 model, as it probed."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from sft_interaction_callback.config import InteractionConfig
+    from sft_interaction_callback.engine import ValueExtractor
+    from sft_interaction_callback.probing import Probe
+
+    seed = int(re.search(r"seed(\d+)", run.name).group(1))
+    tok = AutoTokenizer.from_pretrained(run / "pretrained")
+    model = AutoModelForCausalLM.from_pretrained(run / "pretrained").eval()
+    probes_json = json.loads((run / "interactions" / "probes.json").read_text())
+    probes = [Probe.from_dict(p) for p in probes_json["probes"]]
+    cfg = InteractionConfig(n_players=probes[0].n_players)
+    extractor = ValueExtractor.from_config(cfg, tok, kind="causal", baseline=cfg.baseline)
+    return seed, model, probes, extractor, cfg
+
+
+def _step0_values(run: Path) -> tuple[Any, Any]:
+    """Values of the run's step-0 model and of its 1%-perturbed copy (the callback's floor)."""
+    import torch
+
+    from sft_interaction_callback.noise_floor import perturbed_weights
+
+    seed, model, probes, extractor, _ = _step0_setup(run)
+    with torch.no_grad():
+        base = extractor.values(model, probes)
+        with perturbed_weights(model, 1e-2, seed=seed):
+            pert = extractor.values(model, probes)
+    return base, pert
+
+
+BUDGET_PLAYERS = (8, 7, 6)
+BUDGET_PROBES = {"8": list(range(8)), "4 (0-3)": [0, 1, 2, 3], "4 (4-7)": [4, 5, 6, 7]}
+BUDGET_SCHEDULES = {
+    "default": lambda s: True,
+    "no dense early tier": SCHEDULES["no dense early tier (<=20: every 10)"],
+    "no dense early tier, late halved": lambda s: (
+        (20 < s <= 120 and s % 10 == 0) or (s > 120 and s % 80 == 0)
+    ),
+    "every 20 to 120, then 40": lambda s: (s <= 120 and s % 20 == 0) or s > 120,
+}
+#: Demo unit costs on the project's 2-core CPU, idle (bench_overhead.py --only demo,
+#: 2026-12-01): seconds per masked forward pass, exact-fit seconds per probe by players
+#: (one thread; the callback's fit runs probes on both cores), training seconds.
+DEMO_FORWARD_S = 0.25 / 2048
+DEMO_FIT_S = {8: 0.045, 7: 0.013, 6: 0.005}
+DEMO_TRAIN_S = 12.0
+
+
+def budget(dirs: list[str], out: str | None = None) -> None:
+    """Regret of the default rule against probing cost, over players x probes x schedule."""
+    import copy
+
+    import torch
 
     from sft_interaction_callback.callback_state import make_tracker
     from sft_interaction_callback.config import InteractionConfig
-    from sft_interaction_callback.engine import ValueExtractor
+    from sft_interaction_callback.snapshots import load_tensors
+
+    torch.set_num_threads(1)
+    rule = variant_rule(Rule("default", {}), "debounced", "pooled")
+    cfg = InteractionConfig(categories="debounced", noise_signal="pooled")
+    rows: dict[tuple[str, int, str], list[dict]] = {}
+    points: dict[tuple[str, int, str], list[int]] = {}
+    for d in dirs:
+        run = Path(d)
+        summary = json.loads((run / "summary.json").read_text())
+        acc = {int(k): float(v) for k, v in summary["accuracy"]["by_step"].items()}
+        snaps = {}
+        for f in sorted(glob.glob(str(run / "interactions" / "step-*.safetensors"))):
+            t, meta = load_tensors(f)
+            snaps[int(meta["step"])] = t["v"].to(torch.float64)
+        base_v, pert_v = _step0_values(run)
+        seed = int(re.search(r"seed(\d+)", run.name).group(1))
+        for k in BUDGET_PLAYERS:
+            kept = _kept_players(seed, k)
+            fits = {s: _fit(_restrict(v, kept)) for s, v in snaps.items()}
+            f_base, f_pert = _fit(_restrict(base_v, kept)), _fit(_restrict(pert_v, kept))
+            for pname, idx in BUDGET_PROBES.items():
+                for sname, keep in BUDGET_SCHEDULES.items():
+                    tr = make_tracker(cfg)
+                    tr.set_base(f_base[0][idx], f_base[1][idx])
+                    probe = copy.deepcopy(tr)
+                    probe.categories = "design"
+                    floor = float(probe.update(1, f_pert[0][idx], f_pert[1][idx])[NOISE_KEY])
+                    tr = make_tracker(cfg)
+                    noise, removed = {}, {}
+                    steps = [s for s in sorted(fits) if s == 0 or keep(s)]
+                    for s in steps:
+                        a, o = fits[s][0][idx], fits[s][1][idx]
+                        m = tr.set_base(a, o) if s == 0 else tr.update(s, a, o)
+                        noise[s], removed[s] = m[NOISE_KEY], m[REMOVED_FRACTION_KEY]
+                    r = Run(
+                        run.name,
+                        {"noise": noise, "removed_fraction": removed},
+                        acc,
+                        int(summary["max_steps"]),
+                        {},
+                        floor,
+                    )
+                    res = replay(r, replace(rule, signal="noise"))
+                    key = (pname, k, sname)
+                    rows.setdefault(key, []).append(res)
+                    points.setdefault(key, []).append(len(steps))
+        print(run.name, "done", flush=True)
+    ref = None
+    lines = [
+        "| probes | players | schedule | points | forward cost (x default) | est. demo "
+        "overhead | mean regret (pp) | per run | stop/restored |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (pname, k, sname), res in rows.items():
+        pts = statistics.fmean(points[(pname, k, sname)])
+        n_probes = len(BUDGET_PROBES[pname])
+        cost = pts * n_probes * 2**k
+        ref = ref or cost
+        seconds = (pts + 1) * n_probes * (2**k * DEMO_FORWARD_S + DEMO_FIT_S[k] / 2)
+        lines.append(
+            f"| {pname} | {k} | {sname} | {pts:.0f} | {cost / ref:.2f} | "
+            f"{100 * seconds / DEMO_TRAIN_S:.0f}% | {_fmt(res)} |"
+        )
+    text = "\n".join(lines)
+    print(text)
+    if out:
+        Path(out).write_text(text + "\n")
+
+
+def measure_floors(dirs: list[str], out: str) -> None:
+    import torch
+
+    from sft_interaction_callback.callback_state import make_tracker
     from sft_interaction_callback.noise_floor import floor_of, perturbed_weights
-    from sft_interaction_callback.probing import Probe
 
     torch.set_num_threads(1)
     result = {}
     for d in dirs:
         run = Path(d)
-        seed = int(re.search(r"seed(\d+)", run.name).group(1))
-        tok = AutoTokenizer.from_pretrained(run / "pretrained")
-        model = AutoModelForCausalLM.from_pretrained(run / "pretrained").eval()
-        probes_json = json.loads((run / "interactions" / "probes.json").read_text())
-        probes = [Probe.from_dict(p) for p in probes_json["probes"]]
-        cfg = InteractionConfig(n_players=probes[0].n_players)
-        extractor = ValueExtractor.from_config(cfg, tok, kind="causal", baseline=cfg.baseline)
+        seed, model, probes, extractor, cfg = _step0_setup(run)
         tracker = make_tracker(cfg)
         tracker.set_base(extractor.measure(model, probes))
         row = {}
@@ -116,8 +297,10 @@ def main(argv: list[str]) -> int:
         schedule(dirs)
     elif what == "multiple":
         multiple(dirs, rest[0])
+    elif what == "budget":
+        budget(dirs, rest[0] if rest else None)
     else:
-        raise SystemExit(f"unknown analysis {what!r}: floors, schedule or multiple")
+        raise SystemExit(f"unknown analysis {what!r}: floors, schedule, multiple or budget")
     return 0
 
 
