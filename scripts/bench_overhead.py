@@ -143,6 +143,7 @@ def demo_setting(quick: bool, seed: int = 0) -> Callable[[bool, Path], Any]:
     )
 
     def build(with_callback: bool, out: Path) -> Any:
+        torch.manual_seed(seed)  # the same LoRA initialisation in every build
         model = get_peft_model(copy.deepcopy(base), lora)
         args = TrainingArguments(
             output_dir=str(out),
@@ -247,6 +248,7 @@ def sft_setting(quick: bool, seed: int = 0) -> Callable[[bool, Path], Any]:
     base = Qwen2ForCausalLM(config)
 
     def build(with_callback: bool, out: Path) -> Any:
+        torch.manual_seed(seed)  # the same LoRA initialisation in every build
         args = SFTConfig(
             output_dir=str(out),
             max_steps=steps,
