@@ -299,6 +299,7 @@ def measure(build: Callable[[bool, Path], Any], repeats: int) -> dict[str, Any]:
             probed.append(seconds)
             points.append(len(clock.points))
             facts = run_facts(trainer)
+            last = trainer
             per_point = {p: statistics.fmean(pt.get(p, 0.0) for pt in clock.points) for p in PHASES}
             splits.append(per_point)
             forward_rates.append(per_point["forward"])
@@ -314,6 +315,7 @@ def measure(build: Callable[[bool, Path], Any], repeats: int) -> dict[str, Any]:
         "train_runs": plain,
         "callback_runs": probed,
         "facts": facts,
+        "trainer": last,
     }
 
 
@@ -360,6 +362,32 @@ def print_row(name: str, desc: str, r: dict[str, Any]) -> None:
     )
 
 
+def fit_seconds_per_probe(trainer: Any, n_players: int, count: int = 4) -> float:
+    """Exact-fit seconds per probe at ``n_players``, on games of the trained SFT model.
+
+    The SFT setting runs at the library default (8 players); the paper-scale projection
+    also needs the fit at 10 players, which is measured here on the same model and prompts
+    rather than assumed.
+    """
+    from sft_interaction_callback import InteractionCallback
+    from sft_interaction_callback.andor import fit_and_or
+    from sft_interaction_callback.engine import ValueExtractor
+    from sft_interaction_callback.probing import Probe, select_players
+
+    cb = next(c for c in trainer.callback_handler.callbacks if isinstance(c, InteractionCallback))
+    probes = [
+        Probe(p.prompt, p.target, select_players(p.prompt, n_players), id=p.id)
+        for p in cb.probes[:count]
+    ]
+    model = getattr(trainer.model, "get_base_model", lambda: trainer.model)()
+    extractor = ValueExtractor(trainer.processing_class, kind="causal")
+    with torch.no_grad():
+        v = extractor.values(model.eval(), probes)
+    start = time.perf_counter()
+    fit_and_or(v.double(), solver="exact")
+    return (time.perf_counter() - start) / len(probes)
+
+
 def projection(results: dict[str, Any]) -> None:
     """Qwen2.5-7B LoRA on 8 GPUs (``scripts/experiments/cost.py``), calibrated on this run.
 
@@ -367,7 +395,10 @@ def projection(results: dict[str, Any]) -> None:
     guess: the probing/training efficiency ratio (FLOP/s achieved by the masked forward
     passes over FLOP/s achieved by training, on the measured SFT run) sets the probing
     utilisation as ``train_utilisation x ratio``, and the AND-OR fit's measured seconds per
-    probe (it does not grow with the model) replace the assumed fit time.
+    probe (it does not grow with the model) replace the assumed fit time: at 8 players
+    from the SFT run itself, at 10 from :func:`fit_seconds_per_probe` on the same model.
+    Two settings are projected: the library's defaults (8 probes x 8 players) and the
+    paper's (16 x 10, cost.py's defaults).
     """
     if "sft" not in results:
         print("\n(projection needs the sft setting)")
@@ -389,8 +420,8 @@ def projection(results: dict[str, Any]) -> None:
         train_tokens_per_step=f["train_tokens_per_step"],
     )
     split = r["per_point_seconds"]
-    probe_flops = f["probes"] * 2 ** f["n_players"] * cost.probe_flops_per_mask(
-        tiny, shape, engine=True
+    probe_flops = (
+        f["probes"] * 2 ** f["n_players"] * cost.probe_flops_per_mask(tiny, shape, engine=True)
     )
     probe_rate = probe_flops / split["forward"]
     ctx = f["train_tokens_per_step"] / 8.0
@@ -401,29 +432,33 @@ def projection(results: dict[str, Any]) -> None:
     )
     train_rate = step_flops / (r["train_seconds"] / f["max_steps"])
     ratio = probe_rate / train_rate
-    fit_per_probe = split["fit"] / f["probes"]
-    base = cost.Assumptions()
-    calibrated = replace(
-        base,
-        probe_utilisation=min(1.0, base.train_utilisation * ratio),
-        solver_seconds_per_point=fit_per_probe * base.probes,
-    )
+    fit_per_probe = {f["n_players"]: split["fit"] / f["probes"], **r.get("fit_per_probe", {})}
     print("\n## Projection to LLM scale (cost.py's arithmetic, calibrated on the sft run)")
     print(
         f"measured on this CPU: probing {probe_rate / 1e9:.2f} GFLOP/s, training "
-        f"{train_rate / 1e9:.2f} GFLOP/s (ratio {ratio:.2f}); fit {fit_per_probe:.3f} s per "
-        f"probe at n = {f['n_players']}"
+        f"{train_rate / 1e9:.2f} GFLOP/s (ratio {ratio:.2f}); fit "
+        + ", ".join(f"{s:.3f} s per probe at n = {n}" for n, s in sorted(fit_per_probe.items()))
     )
-    for label, a in (("assumed (cost.py)", base), ("calibrated", calibrated)):
-        p = cost.project(cost.QWEN25_7B, a)
-        runs = ", ".join(
-            f"{row['steps']} steps {100 * row['engine_overhead']:.0f}%" for row in p["runs"]
+    paper = cost.Assumptions()
+    for name, base in (
+        ("library defaults", replace(paper, probes=8, n_players=8)),
+        ("paper's settings", paper),
+    ):
+        calibrated = replace(
+            base,
+            probe_utilisation=min(1.0, base.train_utilisation * ratio),
+            solver_seconds_per_point=fit_per_probe.get(base.n_players, float("nan")) * base.probes,
         )
-        print(
-            f"{label:>18}: probe util {100 * a.probe_utilisation:.0f}%, fit "
-            f"{a.solver_seconds_per_point:.1f} s/point; {a.probes} probes x n = {a.n_players}; "
-            f"overhead at the default schedule: {runs}"
-        )
+        for label, a in (("assumed", base), ("calibrated", calibrated)):
+            p = cost.project(cost.QWEN25_7B, a)
+            runs = ", ".join(
+                f"{row['steps']} steps {100 * row['engine_overhead']:.0f}%" for row in p["runs"]
+            )
+            print(
+                f"{name + ', ' + label:>30}: {a.probes} probes x n = {a.n_players}; probe util "
+                f"{100 * a.probe_utilisation:.0f}%, fit {a.solver_seconds_per_point:.1f} s/point;"
+                f" overhead at the default schedule: {runs}"
+            )
 
 
 @contextlib.contextmanager
@@ -459,6 +494,9 @@ def main() -> None:
                 continue
             build = setting(args.quick)
             results[name] = measure(build, repeats)
+            trainer = results[name].pop("trainer")
+            if name == "sft":
+                results[name]["fit_per_probe"] = {10: fit_seconds_per_probe(trainer, 10)}
             print_row(name, build.description, results[name])  # type: ignore[attr-defined]
     projection(results)
     if args.json:

@@ -2,13 +2,14 @@
 
 Two sources, two modes:
 
-* ``--stored`` (default): the stored curves of ``docs/results/study_a/runs.json`` (demo,
-  5 seeds) and ``docs/results/study_b*/runs.json`` (MiniLM on GoEmotions). They hold, per
-  run, the probe-point curves ``interactions/noise`` (DESIGN.md §7 signal on the §5
-  categories) and ``removed/fraction`` (plus ``emerged/strength_norm``) and the held-out
-  accuracy at the evaluation steps. The new signal (pooled, debounced) needs the
-  interactions themselves, which these files do not hold, so the replay runs the new
-  *rule* (plateau stage test + restore-best) on the stored signals, and says which.
+* ``--stored`` (default): the stored curves of Study A (demo, 5 seeds) and Study B
+  (MiniLM on GoEmotions), per run the probe-point curves and the held-out accuracy at the
+  evaluation steps. The files of issue 7 (``docs/results/study_a``, ``study_b*``) hold
+  only the DESIGN.md §7 signal on the §5 categories: the new signal (pooled, debounced)
+  needs the interactions themselves, so there the new *rule* runs on the stored signal.
+  The regenerated files (``*_regen``: the same studies re-run with the current code) hold
+  both signals (``noise`` and ``noise_shipped``, see :func:`shipped_curves`) and the
+  measured floor, so each rule reads its own signal, as it would have run.
 * ``--runs DIR ...``: demo run folders with their step snapshots
   (``interactions/step-*.safetensors``) and ``summary.json``. Any tracker variant
   (debounced / design categories, pooled / design signal) is recomputed from the stored
@@ -47,10 +48,15 @@ from sft_interaction_callback.keys import NOISE_KEY, REMOVED_FRACTION_KEY  # noq
 from sft_interaction_callback.tracking.stopping import NoiseRiseStopper  # noqa: E402
 
 STORED = {
-    "A (demo, 5 seeds)": ["docs/results/study_a/runs.json"],
-    "B (MiniLM, GoEmotions)": [
+    "A (demo, 5 seeds), files of issue 7": ["docs/results/study_a/runs.json"],
+    "A (demo, 5 seeds), regenerated": ["docs/results/study_a_regen/runs.json"],
+    "B (MiniLM, GoEmotions), files of issue 7": [
         "docs/results/study_b/runs.json",
         "docs/results/study_b_long/runs.json",
+    ],
+    "B (MiniLM, GoEmotions), regenerated": [
+        "docs/results/study_b_regen/runs.json",
+        "docs/results/study_b_long_regen/runs.json",
     ],
 }
 
@@ -302,6 +308,9 @@ def stored_table() -> str:
         "",
     ]
     for study, paths in STORED.items():
+        if not all((ROOT / path).exists() for path in paths):
+            out += [f"### Study {study}: not there ({', '.join(paths)})", ""]
+            continue
         runs = load_stored(paths)
         both = all(all(k in r.curves for k in SHIPPED_CURVES) for r in runs)
         if both:

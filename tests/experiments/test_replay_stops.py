@@ -56,3 +56,64 @@ def test_restore_best_goes_back_to_the_lowest_signal_after_the_stage_end(replay)
     assert got["stage_end"] == 30 and got["stop"] == 70 and got["model_step"] == 50
     assert got["regret_pp"] == pytest.approx(0.0)
     assert "| eval-loss patience 3 + load best (stored) |" in replay.stored_table()
+
+
+def test_shipped_curves_are_the_design_tracker_on_the_snapshots(replay, tmp_path):
+    """A regenerated study stores the shipped signal next to the new one: it must be what
+    the DESIGN.md tracker (§5 categories, §7 signal) gives on the run's own snapshots."""
+    import torch
+
+    from sft_interaction_callback.andor import fit_and_or
+    from sft_interaction_callback.callback_state import make_tracker
+    from sft_interaction_callback.config import InteractionConfig
+    from sft_interaction_callback.keys import NOISE_KEY, REMOVED_FRACTION_KEY
+    from sft_interaction_callback.snapshots import SnapshotDir, write_probe_point
+
+    gen = torch.Generator().manual_seed(0)
+    snaps = SnapshotDir(tmp_path)
+    tables = {}
+    for step in (0, 5, 10, 20):
+        inter = fit_and_or(torch.randn(3, 32, generator=gen, dtype=torch.float64))
+        tables[step] = inter
+        record = {"step": step, **({"interactions/noise_floor": 0.01} if step == 0 else {})}
+        write_probe_point(snaps, step, inter, None, record)
+    got = replay.shipped_curves(tmp_path)
+    tracker = make_tracker(InteractionConfig(categories="design", noise_signal="design"))
+    for step, inter in tables.items():
+        m = tracker.set_base(inter) if step == 0 else tracker.update(step, inter)
+        assert got["noise_shipped"][str(step)] == pytest.approx(m[NOISE_KEY])
+        assert got["removed_fraction_shipped"][str(step)] == pytest.approx(m[REMOVED_FRACTION_KEY])
+    assert got["noise_floor"] == 0.01
+
+
+def test_regenerated_files_let_each_rule_read_its_own_signal(replay, tmp_path, monkeypatch):
+    """With ``noise_shipped`` stored, the shipped rule reads it and the new rule ``noise``:
+    a shipped signal that never rises and a new one that does give different stops."""
+    steps = [0, 10, 20, 30, 40, 50, 60, 70, 80]
+    curves = {
+        "accuracy": {str(s): (0.9 if s == 40 else 0.8) for s in steps},
+        "removed_fraction": {str(s): 0.5 for s in steps},
+        "noise": {
+            str(s): v
+            for s, v in zip(steps, [0, 0.5, 0.5, 0.5, 0.1, 0.3, 0.4, 0.5, 0.6], strict=True)
+        },
+        "emerged_strength_norm": {str(s): 0.0 for s in steps},
+        "noise_shipped": {str(s): 0.0 for s in steps},
+        "removed_fraction_shipped": {str(s): 0.5 for s in steps},
+        "noise_floor": 0.0,
+    }
+    record = {
+        "seed": 0,
+        "max_steps": 80,
+        "curves": curves,
+        "methods": {"eval_loss_patience3_best": {"accuracy": 0.9}},
+    }
+    path = tmp_path / "runs.json"
+    path.write_text(json.dumps({"runs": [record]}))
+    monkeypatch.setattr(replay, "STORED", {"synthetic": [str(path)]})
+    table = replay.stored_table()
+    assert "Regenerated files" in table
+    shipped = next(line for line in table.splitlines() if line.startswith("| shipped"))
+    restored = next(line for line in table.splitlines() if "+ restore-best" in line)
+    assert "| end/80 |" in shipped  # its own flat signal never fires
+    assert "/40 |" in restored and "| 0.00 ± 0.00 |" in restored
