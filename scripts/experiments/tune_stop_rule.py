@@ -4,6 +4,7 @@
     python scripts/experiments/tune_stop_rule.py schedule "/tmp/tuneA_work/*"
     python scripts/experiments/tune_stop_rule.py multiple "/tmp/tuneA_work/*" floors.json
     python scripts/experiments/tune_stop_rule.py budget "/tmp/tuneA_work/*" budget.md
+    python scripts/experiments/tune_stop_rule.py rules "/tmp/tuneA_work/*" rules.md
 
 ``floors``: the noise floor of each run's step-0 model (``run/pretrained``), weights
 perturbed by 1e-3 and 1e-2 of their std (perturbation seed = the run's seed), as the
@@ -92,10 +93,10 @@ def multiple(dirs: list[str], floors_path: str) -> None:
                     print(f"| rel {rel} | x{mult} | patience {p} | {restore} | {_fmt(res)} |")
 
 
-def _kept_players(seed: int, players: int) -> list[list[int]]:
-    """Per probe, the bits (of the run's 8-player probe) that the demo's own probe builder
-    makes players at ``players`` per probe: it draws the same sentences and filler order
-    from the same seed, so the smaller set is a subset and the replay is exact."""
+def _kept_players(seed: int, players: int, run_players: int = 8) -> list[list[int]]:
+    """Per probe, the bits (of the run's ``run_players``-player probe) that the demo's own
+    probe builder makes players at ``players`` per probe: it draws the same sentences and
+    filler order from the same seed, so the smaller set is a subset and the replay is exact."""
     import random
 
     from sft_interaction_callback.demo.finetune import make_probes
@@ -109,7 +110,7 @@ def _kept_players(seed: int, players: int) -> list[list[int]]:
         return make_probes(rng, replace(FULL, n_players=n))
 
     out = []
-    for big, small in zip(probes_at(FULL.n_players), probes_at(players), strict=True):
+    for big, small in zip(probes_at(run_players), probes_at(players), strict=True):
         spans = [tuple(x) for x in big.players]
         out.append([spans.index(tuple(x)) for x in small.players])
     return out
@@ -188,8 +189,14 @@ DEMO_FIT_S = {8: 0.045, 7: 0.013, 6: 0.005}
 DEMO_TRAIN_S = 12.0
 
 
-def budget(dirs: list[str], out: str | None = None) -> None:
-    """Regret of the default rule against probing cost, over players x probes x schedule."""
+def setting_runs(
+    dirs: list[str],
+    players: tuple[int, ...] = BUDGET_PLAYERS,
+    probes: dict[str, list[int]] = BUDGET_PROBES,
+    schedules: dict[str, Any] = BUDGET_SCHEDULES,
+) -> dict[tuple[str, int, str], list[Run]]:
+    """Per setting ``(probes, players, schedule)``, every tuning run's curves (the default
+    tracker: debounced categories, pooled signal) and its floor, replayed exactly."""
     import copy
 
     import torch
@@ -199,10 +206,8 @@ def budget(dirs: list[str], out: str | None = None) -> None:
     from sft_interaction_callback.snapshots import load_tensors
 
     torch.set_num_threads(1)
-    rule = variant_rule(Rule("default", {}), "debounced", "pooled")
     cfg = InteractionConfig(categories="debounced", noise_signal="pooled")
-    rows: dict[tuple[str, int, str], list[dict]] = {}
-    points: dict[tuple[str, int, str], list[int]] = {}
+    out: dict[tuple[str, int, str], list[Run]] = {}
     for d in dirs:
         run = Path(d)
         summary = json.loads((run / "summary.json").read_text())
@@ -213,12 +218,12 @@ def budget(dirs: list[str], out: str | None = None) -> None:
             snaps[int(meta["step"])] = t["v"].to(torch.float64)
         base_v, pert_v = _step0_values(run)
         seed = int(re.search(r"seed(\d+)", run.name).group(1))
-        for k in BUDGET_PLAYERS:
-            kept = _kept_players(seed, k)
+        for k in players:
+            kept = _kept_players(seed, k, run_players=base_v.shape[-1].bit_length() - 1)
             fits = {s: _fit(_restrict(v, kept)) for s, v in snaps.items()}
             f_base, f_pert = _fit(_restrict(base_v, kept)), _fit(_restrict(pert_v, kept))
-            for pname, idx in BUDGET_PROBES.items():
-                for sname, keep in BUDGET_SCHEDULES.items():
+            for pname, idx in probes.items():
+                for sname, keep in schedules.items():
                     tr = make_tracker(cfg)
                     tr.set_base(f_base[0][idx], f_base[1][idx])
                     probe = copy.deepcopy(tr)
@@ -226,24 +231,23 @@ def budget(dirs: list[str], out: str | None = None) -> None:
                     floor = float(probe.update(1, f_pert[0][idx], f_pert[1][idx])[NOISE_KEY])
                     tr = make_tracker(cfg)
                     noise, removed = {}, {}
-                    steps = [s for s in sorted(fits) if s == 0 or keep(s)]
-                    for s in steps:
+                    for s in [s for s in sorted(fits) if s == 0 or keep(s)]:
                         a, o = fits[s][0][idx], fits[s][1][idx]
                         m = tr.set_base(a, o) if s == 0 else tr.update(s, a, o)
                         noise[s], removed[s] = m[NOISE_KEY], m[REMOVED_FRACTION_KEY]
-                    r = Run(
-                        run.name,
-                        {"noise": noise, "removed_fraction": removed},
-                        acc,
-                        int(summary["max_steps"]),
-                        {},
-                        floor,
-                    )
-                    res = replay(r, replace(rule, signal="noise"))
-                    key = (pname, k, sname)
-                    rows.setdefault(key, []).append(res)
-                    points.setdefault(key, []).append(len(steps))
+                    curves = {"noise": noise, "removed_fraction": removed}
+                    r = Run(run.name, curves, acc, int(summary["max_steps"]), {}, floor)
+                    out.setdefault((pname, k, sname), []).append(r)
         print(run.name, "done", flush=True)
+    return out
+
+
+def budget(dirs: list[str], out: str | None = None) -> None:
+    """Regret of the default rule against probing cost, over players x probes x schedule."""
+    rule = Rule("default", {})
+    runs = setting_runs(dirs)
+    rows = {key: [replay(r, rule) for r in rs] for key, rs in runs.items()}
+    points = {key: [len(r.curves["noise"]) for r in rs] for key, rs in runs.items()}
     ref = None
     lines = [
         "| probes | players | schedule | points | forward cost (x default) | est. demo "
@@ -260,6 +264,54 @@ def budget(dirs: list[str], out: str | None = None) -> None:
             f"| {pname} | {k} | {sname} | {pts:.0f} | {cost / ref:.2f} | "
             f"{100 * seconds / DEMO_TRAIN_S:.0f}% | {_fmt(res)} |"
         )
+    text = "\n".join(lines)
+    print(text)
+    if out:
+        Path(out).write_text(text + "\n")
+
+
+RULE_GRID = {
+    f"restore {restore}, patience {p}": {"restore": restore, "patience": p}
+    for restore in ("min", "last_good", "stage_end")
+    for p in (2, 3)
+}
+
+
+RULE_SETTINGS = (("8", 6, "no dense early tier"), ("8", 8, "default"))
+
+
+def rules(dirs: list[str], out: str | None = None) -> None:
+    """The rule's restore target and patience (:data:`RULE_GRID`) at the demo's chosen
+    setting (8 probes x 6 players, no dense early tier) and at 8 x 8 with the library's
+    schedule, on tuning runs only; the last column pools both settings."""
+    runs = {}
+    for key in RULE_SETTINGS:
+        runs[key] = setting_runs(
+            dirs,
+            players=(key[1],),
+            probes={key[0]: BUDGET_PROBES[key[0]]},
+            schedules={key[2]: BUDGET_SCHEDULES[key[2]]},
+        )[key]
+    names = [f"{p} x {k}, {sched}" for p, k, sched in RULE_SETTINGS]
+    lines = [
+        "runs: " + ", ".join(r.name for r in runs[RULE_SETTINGS[0]]),
+        "",
+        "| rule | "
+        + " | ".join(f"{n}: mean regret (pp) | per run" for n in names)
+        + " | both settings |",
+        "|---|" + "---|---|" * len(names) + "---|",
+    ]
+    for name, kw in RULE_GRID.items():
+        cells, pooled = [], []
+        for key in RULE_SETTINGS:
+            res = [replay(r, Rule(name, kw)) for r in runs[key]]
+            reg = [x["regret_pp"] for x in res]
+            pooled += reg
+            cells.append(
+                f"{statistics.fmean(reg):.2f} ± {statistics.stdev(reg):.2f} | "
+                + ", ".join(f"{x:.1f}" for x in reg)
+            )
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {statistics.fmean(pooled):.2f} |")
     text = "\n".join(lines)
     print(text)
     if out:
@@ -299,8 +351,10 @@ def main(argv: list[str]) -> int:
         multiple(dirs, rest[0])
     elif what == "budget":
         budget(dirs, rest[0] if rest else None)
+    elif what == "rules":
+        rules(dirs, rest[0] if rest else None)
     else:
-        raise SystemExit(f"unknown analysis {what!r}: floors, schedule, multiple or budget")
+        raise SystemExit(f"unknown analysis {what!r}: floors, schedule, multiple, budget or rules")
     return 0
 
 

@@ -25,7 +25,7 @@ __all__ = ["Stopper", "NoiseRiseStopper", "ask_stopper", "stopper_status"]
 
 _STATE_FORMAT = "sft_interaction_callback.noise_rise_stopper/1"
 STAGE_TESTS = ("plateau", "rate")
-RESTORE_RULES = ("min", "last_good")
+RESTORE_RULES = ("min", "last_good", "stage_end")
 
 
 @runtime_checkable
@@ -108,7 +108,8 @@ class NoiseRiseStopper:
     the point of the running minimum since the stage end. ``restore="last_good"``: the
     last point that was not bad (within ``min_delta`` of the minimum); on the tuning seeds
     it went back to later, worse checkpoints (6.55 against 2.30 pp mean regret, see
-    docs/results/stop_rule).
+    docs/results/stop_rule). ``restore="stage_end"``: the point where the denoising stage
+    ended (the paper's best-generalising point).
 
     A missing, NaN or infinite metric value does not count and does not reset: the point
     is skipped for that metric. Points with a step not after the last one seen are ignored
@@ -211,6 +212,8 @@ class NoiseRiseStopper:
         """The probe step to go back to (see the class docstring; None before the stage end)."""
         if self.stage_ended_at is None:
             return None
+        if self.restore == "stage_end":
+            return self.stage_ended_at
         return self.last_good_step if self.restore == "last_good" else self.best_step
 
     def set_floor(self, floor: float | None) -> None:
