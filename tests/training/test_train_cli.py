@@ -45,7 +45,7 @@ def test_dry_run_prints_merged_config_and_plan(capsys, nothing_loads):
     assert "Comment: {text}" in out  # templates print as written
     assert "# ---- plan (dry run: nothing loaded)" in out
     assert "model         Qwen/Qwen2.5-7B-Instruct  [qwen2, dtype bfloat16" in out
-    assert "4 probes x 10 players from the eval rows" in out
+    assert "4 probes x 8 players from the eval rows" in out
 
 
 def test_errors_exit_2_with_a_message(capsys, tmp_path):
