@@ -109,7 +109,8 @@ class NoiseRiseStopper:
     last point that was not bad (within ``min_delta`` of the minimum); on the tuning seeds
     it went back to later, worse checkpoints (6.55 against 2.30 pp mean regret, see
     docs/results/stop_rule). ``restore="stage_end"``: the point where the denoising stage
-    ended (the paper's best-generalising point).
+    ended (the paper's best-generalising point); on tuning seeds 100-109 it did worse than
+    ``"min"`` (5.80 against 3.74 pp, docs/results/stop_rule/rules_tuning.md).
 
     A missing, NaN or infinite metric value does not count and does not reset: the point
     is skipped for that metric. Points with a step not after the last one seen are ignored
