@@ -77,19 +77,26 @@ METHOD_LABELS = {
 
 
 # ---------------------------------------------------------------------- running
-def settings_for(tiny: bool, eval_every: int) -> Any:
+#: ``--probing``: the demo's own probing, or 8 probes x 8 players at the library schedule
+#: (the demo's probing before session 4; the training is the same, only the probing differs)
+PROBING = {"demo": {}, "8x8": {"n_players": 8, "schedule": None}}
+
+
+def settings_for(tiny: bool, eval_every: int, probing: str = "demo") -> Any:
     """The demo's FULL (or QUICK with ``tiny``) settings, evaluated every ``eval_every`` steps."""
     from sft_interaction_callback.demo.settings import FULL, QUICK
 
     base = QUICK if tiny else FULL
-    return replace(base, eval_every=eval_every)
+    return replace(base, eval_every=eval_every, **PROBING[probing])
 
 
-def run_seed(seed: int, tiny: bool, eval_every: int, work_dir: str, threads: int) -> dict:
+def run_seed(
+    seed: int, tiny: bool, eval_every: int, work_dir: str, threads: int, probing: str = "demo"
+) -> dict:
     """One demo run; returns its summary and its metrics rows (one per probe point)."""
     from sft_interaction_callback.demo.run import run_demo
 
-    settings = settings_for(tiny, eval_every)
+    settings = settings_for(tiny, eval_every, probing)
     lines: list[str] = []
     result = run_demo(settings, output_dir=work_dir, seed=seed, threads=threads, log=lines.append)
     rows = _read_jsonl(result.run_dir / "interactions" / "metrics.jsonl")
@@ -464,6 +471,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--tiny", action="store_true", help="the demo's --quick settings")
     parser.add_argument(
+        "--probing", choices=sorted(PROBING), default="demo", help="probing settings (see PROBING)"
+    )
+    parser.add_argument(
         "--replot", action="store_true", help="redo table.md and plots from --out's runs.json"
     )
     args = parser.parse_args(argv)
@@ -476,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
         print(tables(records))
         return 0
     t0 = time.perf_counter()
-    job = (args.tiny, args.eval_every, args.work_dir, args.threads)
+    job = (args.tiny, args.eval_every, args.work_dir, args.threads, args.probing)
     if args.jobs > 1:
         import multiprocessing as mp
 
