@@ -202,6 +202,18 @@ def load_stored(paths: Iterable[str]) -> list[Run]:
 
 
 # ---------------------------------------------------------------------- run folders
+def tracked_curves(
+    tracker: Any, tables: Iterable[tuple[int, Any, Any]]
+) -> tuple[dict[int, float], dict[int, float]]:
+    """The noise and removed-fraction curves of ``tracker`` fed ``(step, i_and, i_or)``
+    tables in step order, step 0 being the base."""
+    noise, removed = {}, {}
+    for step, a, o in tables:
+        m = tracker.set_base(a, o) if step == 0 else tracker.update(step, a, o)
+        noise[step], removed[step] = m[NOISE_KEY], m[REMOVED_FRACTION_KEY]
+    return noise, removed
+
+
 def variant_curves(
     snap_dir: Path,
     variants: Iterable[tuple[str, str]],
@@ -230,10 +242,7 @@ def variant_curves(
     curves: dict[str, dict[int, float]] = {}
     for cats, sig in variants:
         tr = make_tracker(InteractionConfig(categories=cats, noise_signal=sig))
-        noise, removed = {}, {}
-        for step, a, o in tables:
-            m = tr.set_base(a, o) if step == 0 else tr.update(step, a, o)
-            noise[step], removed[step] = m[NOISE_KEY], m[REMOVED_FRACTION_KEY]
+        noise, removed = tracked_curves(tr, tables)
         curves[f"noise[{cats},{sig}]"] = noise
         curves[f"removed_fraction[{cats}]"] = removed
     rows = [json.loads(x) for x in (snap_dir / "metrics.jsonl").read_text().splitlines() if x]

@@ -39,10 +39,9 @@ from replay_stops import (  # noqa: E402
     load_run_dir,
     replay,
     replay_variant,
+    tracked_curves,
     variant_rule,
 )
-
-from sft_interaction_callback.keys import NOISE_KEY, REMOVED_FRACTION_KEY  # noqa: E402
 
 SCHEDULES = {
     "default schedule": None,
@@ -197,12 +196,11 @@ def setting_runs(
 ) -> dict[tuple[str, int, str], list[Run]]:
     """Per setting ``(probes, players, schedule)``, every tuning run's curves (the default
     tracker: debounced categories, pooled signal) and its floor, replayed exactly."""
-    import copy
-
     import torch
 
     from sft_interaction_callback.callback_state import make_tracker
     from sft_interaction_callback.config import InteractionConfig
+    from sft_interaction_callback.noise_floor import floor_of
     from sft_interaction_callback.snapshots import load_tensors
 
     torch.set_num_threads(1)
@@ -224,17 +222,12 @@ def setting_runs(
             f_base, f_pert = _fit(_restrict(base_v, kept)), _fit(_restrict(pert_v, kept))
             for pname, idx in probes.items():
                 for sname, keep in schedules.items():
-                    tr = make_tracker(cfg)
-                    tr.set_base(f_base[0][idx], f_base[1][idx])
-                    probe = copy.deepcopy(tr)
-                    probe.categories = "design"
-                    floor = float(probe.update(1, f_pert[0][idx], f_pert[1][idx])[NOISE_KEY])
-                    tr = make_tracker(cfg)
-                    noise, removed = {}, {}
-                    for s in [s for s in sorted(fits) if s == 0 or keep(s)]:
-                        a, o = fits[s][0][idx], fits[s][1][idx]
-                        m = tr.set_base(a, o) if s == 0 else tr.update(s, a, o)
-                        noise[s], removed[s] = m[NOISE_KEY], m[REMOVED_FRACTION_KEY]
+                    based = make_tracker(cfg)
+                    based.set_base(f_base[0][idx], f_base[1][idx])
+                    floor = floor_of(based, (f_pert[0][idx], f_pert[1][idx]))
+                    steps = [s for s in sorted(fits) if s == 0 or keep(s)]
+                    tables = [(s, fits[s][0][idx], fits[s][1][idx]) for s in steps]
+                    noise, removed = tracked_curves(make_tracker(cfg), tables)
                     curves = {"noise": noise, "removed_fraction": removed}
                     r = Run(run.name, curves, acc, int(summary["max_steps"]), {}, floor)
                     out.setdefault((pname, k, sname), []).append(r)
