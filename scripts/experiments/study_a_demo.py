@@ -82,21 +82,47 @@ METHOD_LABELS = {
 PROBING = {"demo": {}, "8x8": {"n_players": 8, "schedule": None}}
 
 
-def settings_for(tiny: bool, eval_every: int, probing: str = "demo") -> Any:
-    """The demo's FULL (or QUICK with ``tiny``) settings, evaluated every ``eval_every`` steps."""
+def settings_for(
+    tiny: bool, eval_every: int, probing: str = "demo", overrides: dict[str, Any] | None = None
+) -> Any:
+    """The demo's FULL (or QUICK with ``tiny``) settings, evaluated every ``eval_every`` steps,
+    with ``overrides`` (``--set``) applied last."""
     from sft_interaction_callback.demo.settings import FULL, QUICK
 
     base = QUICK if tiny else FULL
-    return replace(base, eval_every=eval_every, **PROBING[probing])
+    return replace(base, eval_every=eval_every, **PROBING[probing], **(overrides or {}))
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["lr=1e-3", "max_steps=800"]`` -> typed demo-setting overrides (refused if unknown)."""
+    from dataclasses import fields
+
+    from sft_interaction_callback.demo.settings import FULL
+
+    types = {f.name: type(getattr(FULL, f.name)) for f in fields(FULL)}
+    types = {k: t for k, t in types.items() if t in (int, float)}  # numeric settings only
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or key not in types:
+            raise SystemExit(f"--set {item!r}: use NAME=VALUE with NAME one of {sorted(types)}")
+        out[key] = types[key](float(raw))
+    return out
 
 
 def run_seed(
-    seed: int, tiny: bool, eval_every: int, work_dir: str, threads: int, probing: str = "demo"
+    seed: int,
+    tiny: bool,
+    eval_every: int,
+    work_dir: str,
+    threads: int,
+    probing: str = "demo",
+    overrides: dict[str, Any] | None = None,
 ) -> dict:
     """One demo run; returns its summary and its metrics rows (one per probe point)."""
     from sft_interaction_callback.demo.run import run_demo
 
-    settings = settings_for(tiny, eval_every, probing)
+    settings = settings_for(tiny, eval_every, probing, overrides)
     lines: list[str] = []
     result = run_demo(settings, output_dir=work_dir, seed=seed, threads=threads, log=lines.append)
     rows = _read_jsonl(result.run_dir / "interactions" / "metrics.jsonl")
@@ -474,9 +500,18 @@ def main(argv: list[str] | None = None) -> int:
         "--probing", choices=sorted(PROBING), default="demo", help="probing settings (see PROBING)"
     )
     parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a demo setting (repeatable), e.g. --set lr=1e-3",
+    )
+    parser.add_argument(
         "--replot", action="store_true", help="redo table.md and plots from --out's runs.json"
     )
     args = parser.parse_args(argv)
+    overrides = parse_overrides(args.overrides)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.replot:
@@ -486,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
         print(tables(records))
         return 0
     t0 = time.perf_counter()
-    job = (args.tiny, args.eval_every, args.work_dir, args.threads, args.probing)
+    job = (args.tiny, args.eval_every, args.work_dir, args.threads, args.probing, overrides)
     if args.jobs > 1:
         import multiprocessing as mp
 

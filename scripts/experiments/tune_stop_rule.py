@@ -5,6 +5,7 @@
     python scripts/experiments/tune_stop_rule.py multiple "/tmp/tuneA_work/*" floors.json
     python scripts/experiments/tune_stop_rule.py budget "/tmp/tuneA_work/*" budget.md
     python scripts/experiments/tune_stop_rule.py rules "/tmp/tuneA_work/*" rules.md
+    python scripts/experiments/tune_stop_rule.py curves "/tmp/tuneA_work/*" curves.json
 
 ``floors``: the noise floor of each run's step-0 model (``run/pretrained``), weights
 perturbed by 1e-3 and 1e-2 of their std (perturbation seed = the run's seed), as the
@@ -311,6 +312,37 @@ def rules(dirs: list[str], out: str | None = None) -> None:
         Path(out).write_text(text + "\n")
 
 
+def curves(dirs: list[str], out: str) -> None:
+    """Write every tuning run's replay inputs at the two :data:`RULE_SETTINGS` to ``out``
+    (JSON): per run the noise and removed-fraction curves and the floor of each setting,
+    the held-out accuracy and eval loss by step, and ``max_steps``. Rule variants are then
+    replayed from this file in seconds (``explore_rules.py``)."""
+    by_key = setting_runs(
+        dirs,
+        players=tuple(sorted({k for _, k, _ in RULE_SETTINGS}, reverse=True)),
+        probes={p: BUDGET_PROBES[p] for p, _, _ in RULE_SETTINGS},
+        schedules={s: BUDGET_SCHEDULES[s] for _, _, s in RULE_SETTINGS},
+    )
+    result: dict[str, Any] = {}
+    for key in RULE_SETTINGS:
+        for d, r in zip(dirs, by_key[key], strict=True):
+            summary = json.loads((Path(d) / "summary.json").read_text())
+            row = result.setdefault(
+                r.name,
+                {
+                    "accuracy": summary["accuracy"]["by_step"],
+                    "eval_loss": summary["eval_loss"]["by_step"],
+                    "max_steps": r.max_steps,
+                    "settings": {},
+                },
+            )
+            row["settings"][f"{key[0]}x{key[1]}, {key[2]}"] = {
+                "floor": r.floor,
+                **{name: {str(s): v for s, v in c.items()} for name, c in r.curves.items()},
+            }
+    Path(out).write_text(json.dumps(result, indent=1))
+
+
 def measure_floors(dirs: list[str], out: str) -> None:
     import torch
 
@@ -346,8 +378,12 @@ def main(argv: list[str]) -> int:
         budget(dirs, rest[0] if rest else None)
     elif what == "rules":
         rules(dirs, rest[0] if rest else None)
+    elif what == "curves":
+        curves(dirs, rest[0])
     else:
-        raise SystemExit(f"unknown analysis {what!r}: floors, schedule, multiple, budget or rules")
+        raise SystemExit(
+            f"unknown analysis {what!r}: floors, schedule, multiple, budget, rules or curves"
+        )
     return 0
 
 
