@@ -6,6 +6,7 @@
     python scripts/experiments/tune_stop_rule.py budget "/tmp/tuneA_work/*" budget.md
     python scripts/experiments/tune_stop_rule.py rules "/tmp/tuneA_work/*" rules.md
     python scripts/experiments/tune_stop_rule.py curves "/tmp/tuneA_work/*" curves.json
+    python scripts/experiments/tune_stop_rule.py rules-cached curves.json rules.md
 
 ``floors``: the noise floor of each run's step-0 model (``run/pretrained``), weights
 perturbed by 1e-3 and 1e-2 of their std (perturbation seed = the run's seed), as the
@@ -343,6 +344,95 @@ def curves(dirs: list[str], out: str) -> None:
     Path(out).write_text(json.dumps(result, indent=1))
 
 
+def cached_runs(path: str) -> dict[str, list[Run]]:
+    """Per setting name, the runs stored by :func:`curves`."""
+    data = json.loads(Path(path).read_text())
+    out: dict[str, list[Run]] = {}
+    for name, row in data.items():
+        acc = {int(k): float(v) for k, v in row["accuracy"].items()}
+        for setting, c in row["settings"].items():
+            cur = {k: {int(s): v for s, v in c[k].items()} for k in ("noise", "removed_fraction")}
+            out.setdefault(setting, []).append(
+                Run(name, cur, acc, int(row["max_steps"]), {}, c["floor"])
+            )
+    return out
+
+
+def eval_loss_best_regret(path: str) -> dict[str, float]:
+    """Per run, the regret (pp) of eval-loss patience 3 + load best, as the study replays it."""
+    from compare import best_step, patience_stop
+
+    data = json.loads(Path(path).read_text())
+    out = {}
+    for name, row in data.items():
+        acc = {int(k): float(v) for k, v in row["accuracy"].items()}
+        loss = {int(k): float(v) for k, v in row["eval_loss"].items() if v is not None}
+        grid = {s: v for s, v in loss.items() if s > 0 and s % 20 == 0}
+        stop = patience_stop(grid, patience=3)
+        used = best_step(grid, greater_is_better=False, until=stop or int(row["max_steps"]))
+        out[name] = 100 * (max(acc.values()) - acc[used])
+    return out
+
+
+CACHED_GRID = {
+    f"restore {restore}, patience {p}, floor x{m:g}": {
+        "restore": restore,
+        "patience": p,
+        "floor_multiple": m,
+    }
+    for restore in ("min", "last_good", "stage_end")
+    for p in (2, 3)
+    for m in (1.0, 3.0)
+}
+#: the plateau stage test's window and tolerance (rest at the defaults), added to the grid
+#: in session 5 after the lr-5e-4 tuning runs showed the stage ending after the peak
+CACHED_GRID.update(
+    {
+        f"stage window {w:g}, tolerance {t:g}": {"stage_window": w, "stage_tolerance": t}
+        for w in (0.5, 0.6, 0.7)
+        for t in (0.05, 0.1, 0.2, 0.3)
+        if (w, t) != (0.5, 0.1)
+    }
+)
+
+
+def rules_cached(path: str, out: str | None = None) -> None:
+    """:data:`CACHED_GRID` replayed from a :func:`curves` file; eval-loss patience 3 + load
+    best on the same runs in the last line (the default rule is the first line)."""
+    runs = cached_runs(path)
+    names = list(runs)
+    el = eval_loss_best_regret(path)
+    lines = [
+        f"runs ({len(runs[names[0]])}): " + ", ".join(r.name for r in runs[names[0]]),
+        "",
+        "| rule | " + " | ".join(f"{n}: mean regret (pp) | per run" for n in names) + " | pooled |",
+        "|---|" + "---|---|" * len(names) + "---|",
+    ]
+    for name, kw in CACHED_GRID.items():
+        cells, pooled = [], []
+        for setting in names:
+            reg = [replay(r, Rule(name, kw))["regret_pp"] for r in runs[setting]]
+            pooled += reg
+            cells.append(
+                f"{statistics.fmean(reg):.2f} ± {statistics.stdev(reg):.2f} | "
+                + ", ".join(f"{x:.1f}" for x in reg)
+            )
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {statistics.fmean(pooled):.2f} |")
+    reg = [el[r.name] for r in runs[names[0]]]
+    cell = f"{statistics.fmean(reg):.2f} ± {statistics.stdev(reg):.2f} | " + ", ".join(
+        f"{x:.1f}" for x in reg
+    )
+    lines.append(
+        "| eval-loss patience 3 + load best (reads the judged split) | "
+        + " | ".join([cell] * len(names))
+        + f" | {statistics.fmean(reg):.2f} |"
+    )
+    text = "\n".join(lines)
+    print(text)
+    if out:
+        Path(out).write_text(text + "\n")
+
+
 def measure_floors(dirs: list[str], out: str) -> None:
     import torch
 
@@ -380,9 +470,12 @@ def main(argv: list[str]) -> int:
         rules(dirs, rest[0] if rest else None)
     elif what == "curves":
         curves(dirs, rest[0])
+    elif what == "rules-cached":  # the pattern is a curves file here
+        rules_cached(pattern, rest[0] if rest else None)
     else:
         raise SystemExit(
-            f"unknown analysis {what!r}: floors, schedule, multiple, budget, rules or curves"
+            f"unknown analysis {what!r}: floors, schedule, multiple, budget, rules, curves "
+            "or rules-cached"
         )
     return 0
 

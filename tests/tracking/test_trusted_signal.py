@@ -147,11 +147,12 @@ def test_min_delta_is_a_multiple_of_the_floor_and_the_restore_step():
     restored = NoiseRiseStopper(patience=2, restore="last_good")
     restored.load_state_dict(s.state_dict())
     assert restored.floor == 0.01 and restored.restore_step == 80
-    by_min = NoiseRiseStopper(patience=2)  # default: the minimum itself
+    by_min = NoiseRiseStopper(patience=2, restore="min")
     by_min.set_floor(0.01)
     _feed(by_min, removed, noise)
     assert by_min.restore_step == 60  # the minimum itself
-    at_stage_end = NoiseRiseStopper(patience=2, restore="stage_end")
+    at_stage_end = NoiseRiseStopper(patience=2)  # default: the stage end
+    assert at_stage_end.restore == "stage_end"
     at_stage_end.set_floor(0.01)
     _feed(at_stage_end, removed, noise)
     assert at_stage_end.stop_step == 100 and at_stage_end.restore_step == 30  # the stage end
@@ -160,7 +161,7 @@ def test_min_delta_is_a_multiple_of_the_floor_and_the_restore_step():
 
 
 def test_shadow_stopper_records_the_restore_step_at_the_stop():
-    shadow = ShadowStopper(NoiseRiseStopper(patience=1, min_delta=0.0))
+    shadow = ShadowStopper(NoiseRiseStopper(patience=1, min_delta=0.0, restore="min"))
     removed = [0.5] * 8
     noise = [0.9, 0.9, 0.9, 0.9, 0.1, 0.2, 0.05, 0.3]
     assert not any(_feed(shadow, removed, noise))
