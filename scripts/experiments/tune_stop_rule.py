@@ -7,6 +7,7 @@
     python scripts/experiments/tune_stop_rule.py rules "/tmp/tuneA_work/*" rules.md
     python scripts/experiments/tune_stop_rule.py curves "/tmp/tuneA_work/*" curves.json
     python scripts/experiments/tune_stop_rule.py rules-cached curves.json rules.md
+    python scripts/experiments/tune_stop_rule.py stability "/tmp/tuneE/work/*"
 
 ``floors``: the noise floor of each run's step-0 model (``run/pretrained``), weights
 perturbed by 1e-3 and 1e-2 of their std (perturbation seed = the run's seed), as the
@@ -433,6 +434,25 @@ def rules_cached(path: str, out: str | None = None) -> None:
         Path(out).write_text(text + "\n")
 
 
+def stability(dirs: list[str]) -> None:
+    """How much a demo's held-out accuracy swings, and whether it still overfits: the share
+    of adjacent 20-step evaluation pairs after step 100 that differ by more than 5 pp, and
+    the drop from the best accuracy to the end (the session-5 criteria for the demo's lr)."""
+    jumps, drops = [], []
+    for d in dirs:
+        summary = json.loads((Path(d) / "summary.json").read_text())
+        acc = {int(k): float(v) for k, v in summary["accuracy"]["by_step"].items()}
+        grid = [acc[k] for k in sorted(acc) if k % 20 == 0 and k >= 100]
+        jumps += [abs(a - b) > 0.05 for a, b in zip(grid, grid[1:], strict=False)]
+        drops.append(100 * (max(acc.values()) - acc[max(acc)]))
+    print(
+        f"{len(dirs)} runs: {100 * statistics.fmean(jumps):.1f}% of adjacent 20-step "
+        f"evaluation pairs after step 100 differ by > 5 pp; best -> end drop "
+        f"{statistics.fmean(drops):.1f} ± {statistics.stdev(drops):.1f} pp "
+        f"(min {min(drops):.1f}; {sum(x >= 5 for x in drops)} runs >= 5 pp)"
+    )
+
+
 def measure_floors(dirs: list[str], out: str) -> None:
     import torch
 
@@ -470,12 +490,14 @@ def main(argv: list[str]) -> int:
         rules(dirs, rest[0] if rest else None)
     elif what == "curves":
         curves(dirs, rest[0])
+    elif what == "stability":
+        stability(dirs)
     elif what == "rules-cached":  # the pattern is a curves file here
         rules_cached(pattern, rest[0] if rest else None)
     else:
         raise SystemExit(
-            f"unknown analysis {what!r}: floors, schedule, multiple, budget, rules, curves "
-            "or rules-cached"
+            f"unknown analysis {what!r}: floors, schedule, multiple, budget, rules, curves, "
+            "rules-cached or stability"
         )
     return 0
 

@@ -71,11 +71,12 @@ class Spy(TrainerCallback):
         self.seen.append((state.global_step, metrics.get("eval_interaction_noise")))
 
 
-def test_interaction_noise_selects_the_best_model(make_trainer, tmp_path, h):
+@pytest.mark.parametrize("restore", ["min", "stage_end"])
+def test_interaction_noise_selects_the_best_model(make_trainer, tmp_path, h, restore):
     spy = Spy()
     early = EarlyStoppingCallback(early_stopping_patience=100)
     # The stage ends at step 10 (forced here): no checkpoint before it can become "best".
-    stopper = NoiseRiseStopper(stage_end_step=10, patience=100)
+    stopper = NoiseRiseStopper(stage_end_step=10, patience=100, restore=restore)
     trainer, cb = make_trainer(
         tmp_path,
         {"schedule": 5, "early_stopping": False, "stopper": stopper},
@@ -95,14 +96,18 @@ def test_interaction_noise_selects_the_best_model(make_trainer, tmp_path, h):
     evals = h.logged(trainer, "eval_interaction_noise")
     assert sorted(evals) == [0, 5, 10, 15, 20] and sorted(noise) == [0, 5, 10, 15, 20]
     assert stopper.stage_ended_at == 10
-    # before the stage end the metric is the worst value; from it on, the probe point's noise
+    # before the stage end the metric is the worst value; from it on, the probe point's
+    # noise ("min"), or only at the stage-end point ("stage_end": the restore target)
     assert evals[0] == evals[5] == math.inf
-    after = [10, 15, 20]
+    after = [10, 15, 20] if restore == "min" else [10]
     assert [evals[s] for s in after] == [noise[s] for s in after]
+    if restore == "stage_end":
+        assert evals[15] == evals[20] == math.inf
     assert spy.seen == sorted(evals.items())
-    best = min(v for s, v in noise.items() if s >= 10)
+    best = min(v for s, v in noise.items() if s in after)
     assert trainer.state.best_metric == pytest.approx(best)
-    best_step = min(s for s, v in noise.items() if s >= 10 and v == best)
+    best_step = min(s for s, v in noise.items() if s in after and v == best)
+    assert best_step == stopper.restore_step  # the Trainer's best is restore-best's target
     assert trainer.state.best_model_checkpoint.endswith(f"checkpoint-{best_step}")
     assert trainer.state.best_global_step == best_step >= 10
     assert trainer.callback_handler.callbacks[0] is cb

@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 
 from sft_interaction_callback import NoiseRiseStopper
 from sft_interaction_callback.noise_floor import perturbed_weights
+from sft_interaction_callback.tracking.shadow import ShadowStopper
 
 
 class Pick:
@@ -133,7 +134,7 @@ def test_floor_is_logged_at_step_0_and_sets_min_delta(make_trainer, tmp_path, h)
 def test_eval_value_is_the_worst_value_before_the_stage_end():
     from sft_interaction_callback.restore_best import eval_value
 
-    stopper = NoiseRiseStopper()
+    stopper = NoiseRiseStopper(restore="min")
     cb = SimpleNamespace(
         progress=SimpleNamespace(last_noise=0.2, last_noise_step=30), stopper=stopper
     )
@@ -148,3 +149,20 @@ def test_eval_value_is_the_worst_value_before_the_stage_end():
     assert eval_value(cb, lower) == math.inf
     cb.progress.last_noise = None
     assert eval_value(cb, lower) is None
+
+
+def test_eval_value_keeps_the_stage_end_best_under_the_default_restore():
+    from sft_interaction_callback.restore_best import eval_value
+
+    stopper = ShadowStopper(NoiseRiseStopper())  # default restore="stage_end", wrapped
+    cb = SimpleNamespace(
+        progress=SimpleNamespace(last_noise=0.3, last_noise_step=20), stopper=stopper
+    )
+    lower, higher = (
+        SimpleNamespace(greater_is_better=False),
+        SimpleNamespace(greater_is_better=True),
+    )
+    stopper.inner.stage_ended_at = 20
+    assert eval_value(cb, lower) == 0.3  # the stage-end point itself
+    cb.progress.last_noise, cb.progress.last_noise_step = 0.1, 30  # lower, but later
+    assert eval_value(cb, lower) == math.inf and eval_value(cb, higher) == -math.inf
