@@ -5,10 +5,10 @@ quality, so a rule that only *stops* is late by construction. With ``restore_bes
 (default) the callback therefore goes back, the label-free analogue of
 ``load_best_model_at_end``: it needs no labelled evaluation set and no evaluation loop.
 
-* **Score.** The stopper's :attr:`restore_step`: by default the probe point where the
-  denoising stage ended (``NoiseRiseStopper(restore="stage_end")``; ``restore="min"``
-  picks the lowest noise since then). Nothing before the stage end can be chosen: early
-  in training the noise is low because nothing has been learned yet.
+* **Score.** The stopper's :attr:`restore_step`: by default the probe point with the
+  lowest noise signal since the denoising stage ended (``NoiseRiseStopper(restore="min")``;
+  ``restore="stage_end"`` picks the stage-end point itself). Nothing before the stage end
+  can be chosen: early in training the noise is low because nothing has been learned yet.
 * **Checkpoints.** At a probe point that becomes the new best, the callback asks the
   Trainer to save (``control.should_save``), whatever ``save_strategy`` ("no" and
   "steps" alike), so every candidate has a checkpoint. When the user has no
@@ -27,11 +27,11 @@ quality, so a rule that only *stops* is late by construction. With ``restore_bes
 :func:`eval_value` gives the evaluation metric (``eval_interaction_noise``) the same
 meaning: before the stage ends it is the worst possible value (``+inf``, or ``-inf`` with
 ``greater_is_better=True``), so ``metric_for_best_model="interaction_noise"`` never makes a
-checkpoint from before the stage end "best"; with the default ``restore="stage_end"`` it is
-the worst value after the stage-end point too, so the Trainer's best checkpoint is the one
-restore-best would load. (``restore="min"``: the noise at every point after the stage end,
-whose lowest is the restore target; ``"last_good"`` has no lower-is-better equivalent and
-is served like ``"min"``.)
+checkpoint from before the stage end "best". After the stage end it is the noise of each
+point, whose lowest is the default restore target (``restore="min"``); with
+``restore="stage_end"`` it stays the worst value after the stage-end point too, so the
+Trainer's best checkpoint is the one restore-best would load. (``"last_good"`` has no
+lower-is-better equivalent and is served like ``"min"``.)
 """
 
 from __future__ import annotations
@@ -178,8 +178,8 @@ def eval_value(callback: Any, args: Any) -> float | None:
 
     Before the stage end it is the worst value for the direction the Trainer compares in,
     so no checkpoint from the denoising stage can be "best"; with ``restore="stage_end"``
-    (the default) also after the stage-end point, so the stage end stays "best". A
-    stopper with no stage gets the latest noise. ``None`` before any probe.
+    also after the stage-end point, so the stage end stays "best". A stopper with no
+    stage gets the latest noise. ``None`` before any probe.
     """
     value = callback.progress.last_noise
     if value is None:

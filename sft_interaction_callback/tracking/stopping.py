@@ -104,15 +104,15 @@ class NoiseRiseStopper:
     to :meth:`set_floor`); without a measured floor it is 0.
 
     **Restore target** (:attr:`restore_step`, ``None`` while the stage has not ended;
-    ``restore_best`` in the callback loads its checkpoint). ``restore="stage_end"``
-    (default): the point where the denoising stage ended, the paper's best-generalising
-    point; the rule's stop then only decides how long training goes on. On the stable demo
-    (tuning seeds 131-150) it had the lowest regret (2.79 against 3.33 pp for ``"min"`` at
-    the demo's probing, docs/results/stop_rule/session5_rules_tuning.md).
-    ``restore="min"``: the point of the running minimum since the stage end (the default
-    before session 5; better on the older, oscillating demo, 3.74 against 5.80 pp).
-    ``restore="last_good"``: the last point that was not bad (within ``min_delta`` of the
-    minimum); it goes back to later, worse checkpoints.
+    ``restore_best`` in the callback loads its checkpoint). ``restore="min"`` (default):
+    the point of the running minimum since the stage end (tuning seeds 100-129 of the
+    demo: 4.55 / 5.44 pp against 7.33 / 5.50 for ``"stage_end"``). ``restore="stage_end"``:
+    the point where the denoising stage ended (the paper's best-generalising point); the
+    stop then only decides how long training goes on. It was better on a slower demo
+    (lr 5e-4, tuning seeds 131-150: 2.79 against 3.33 pp) but judged the same there
+    (docs/results/stop_rule/README.md, session 5). ``restore="last_good"``: the last point
+    that was not bad (within ``min_delta`` of the minimum); it goes back to later, worse
+    checkpoints.
 
     A missing, NaN or infinite metric value does not count and does not reset: the point
     is skipped for that metric. Points with a step not after the last one seen are ignored
@@ -137,7 +137,7 @@ class NoiseRiseStopper:
         stage_window: float = 0.5,
         stage_tolerance: float = 0.1,
         floor_multiple: float = 3.0,
-        restore: str = "stage_end",
+        restore: str = "min",
     ) -> None:
         _check_int("patience", patience, 1)
         _check_int("warmup_points", warmup_points, 0)

@@ -151,10 +151,10 @@ def test_eval_value_is_the_worst_value_before_the_stage_end():
     assert eval_value(cb, lower) is None
 
 
-def test_eval_value_keeps_the_stage_end_best_under_the_default_restore():
+def test_eval_value_keeps_the_stage_end_best_under_restore_stage_end():
     from sft_interaction_callback.restore_best import eval_value
 
-    stopper = ShadowStopper(NoiseRiseStopper())  # default restore="stage_end", wrapped
+    stopper = ShadowStopper(NoiseRiseStopper(restore="stage_end"))  # wrapped, as in shadow mode
     cb = SimpleNamespace(
         progress=SimpleNamespace(last_noise=0.3, last_noise_step=20), stopper=stopper
     )

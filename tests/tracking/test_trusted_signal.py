@@ -151,8 +151,8 @@ def test_min_delta_is_a_multiple_of_the_floor_and_the_restore_step():
     by_min.set_floor(0.01)
     _feed(by_min, removed, noise)
     assert by_min.restore_step == 60  # the minimum itself
-    at_stage_end = NoiseRiseStopper(patience=2)  # default: the stage end
-    assert at_stage_end.restore == "stage_end"
+    assert NoiseRiseStopper().restore == "min"  # the default
+    at_stage_end = NoiseRiseStopper(patience=2, restore="stage_end")
     at_stage_end.set_floor(0.01)
     _feed(at_stage_end, removed, noise)
     assert at_stage_end.stop_step == 100 and at_stage_end.restore_step == 30  # the stage end
