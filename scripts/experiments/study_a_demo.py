@@ -63,6 +63,8 @@ METHODS = (
     "interaction_restore",
     "eval_loss_patience3",
     "eval_loss_patience3_best",
+    "eval_loss_patience3_val",
+    "eval_loss_patience3_best_val",
     "best",
     "end",
 )
@@ -71,6 +73,8 @@ METHOD_LABELS = {
     "interaction_restore": "interaction stop + restore-best (ours, default)",
     "eval_loss_patience3": "eval-loss patience 3",
     "eval_loss_patience3_best": "eval-loss patience 3 + load best",
+    "eval_loss_patience3_val": "eval-loss patience 3, validation split",
+    "eval_loss_patience3_best_val": "eval-loss patience 3 + load best, validation split",
     "best": "best step in hindsight",
     "end": "train to the end",
 }
@@ -165,11 +169,22 @@ def analyse(summary: dict, metrics: list[dict], eval_every: int) -> dict:
     model_step = {**used, "eval_loss_patience3_best": es_best}
     if restore is not None:
         model_step["interaction_restore"] = restore
+    # the same stop reading a separate validation split (demo setting val_size > 0)
+    val = _series(summary.get("val_loss", {}).get("by_step", {}))
+    val_grid = {s: v for s, v in val.items() if s > 0 and s % eval_every == 0}
+    if val_grid:
+        vs = patience_stop(val_grid, patience=3)
+        vs_used = vs if vs is not None else max_steps
+        used["eval_loss_patience3_val"] = used["eval_loss_patience3_best_val"] = vs_used
+        model_step["eval_loss_patience3_val"] = vs_used
+        model_step["eval_loss_patience3_best_val"] = best_step(
+            val_grid, greater_is_better=False, until=vs_used
+        )
     methods = {
         m: {
-            "steps": used[m],
-            "model_step": model_step[m],
-            "accuracy": value_at(acc, model_step[m]),
+            "steps": used.get(m),
+            "model_step": model_step.get(m),
+            "accuracy": None if model_step.get(m) is None else value_at(acc, model_step[m]),
         }
         for m in METHODS
     }
@@ -280,6 +295,16 @@ def _fmt(m: float, sd: float, n: int, pct: bool = False, digits: int = 1) -> str
     return f"{scale * m:.{digits}f} ± {scale * sd:.{digits}f}"
 
 
+def present_methods(records: list[dict]) -> list[str]:
+    """The methods of :data:`METHODS` that some run has (the validation-split stops only
+    exist with ``--set val_size=N``; older runs.json files lack them)."""
+    return [
+        m
+        for m in METHODS
+        if any((r["methods"].get(m) or {}).get("accuracy") is not None for r in records)
+    ]
+
+
 def tables(records: list[dict]) -> str:
     """The Markdown tables of docs/RESULTS.md for these runs."""
     n = len(records)
@@ -291,7 +316,7 @@ def tables(records: list[dict]) -> str:
         "| stop | steps used | held-out accuracy (%) | regret vs best (pp) |",
         "|---|---|---|---|",
     ]
-    for m in METHODS:
+    for m in present_methods(records):
         steps = mean_sd(r["methods"][m]["steps"] for r in records)
         acc = mean_sd(r["methods"][m]["accuracy"] for r in records)
         reg = mean_sd(r["methods"][m]["regret_vs_best"] for r in records)
@@ -390,11 +415,18 @@ def paired_differences(records: list[dict]) -> list[str]:
         "| versus | mean | sd | 95% CI |",
         "|---|---|---|---|",
     ]
-    for other in ("eval_loss_patience3_best", "eval_loss_patience3", "interaction_stop", "end"):
+    for other in (
+        "eval_loss_patience3_best",
+        "eval_loss_patience3",
+        "eval_loss_patience3_best_val",
+        "eval_loss_patience3_val",
+        "interaction_stop",
+        "end",
+    ):
         diffs = []
         for r in records:
             a = r["methods"]["interaction_restore"]["regret_vs_best"]
-            b = r["methods"][other]["regret_vs_best"]
+            b = (r["methods"].get(other) or {}).get("regret_vs_best")
             if a is not None and b is not None:
                 diffs.append(100 * (a - b))
         if len(diffs) < 2:
@@ -416,7 +448,8 @@ def _num(x: float | None) -> str:
 def write_csv(records: list[dict], path: Path) -> None:
     """runs.csv: one row per seed, steps and accuracy per stopping method."""
     fields = ["seed", "accuracy_step0"]
-    for m in METHODS:
+    methods = present_methods(records)
+    for m in methods:
         fields += [f"{m}_steps", f"{m}_model_step", f"{m}_accuracy"]
     fields += ["removed_fraction_at_stop", "removed_fraction_peak", "removal_90pct_step"]
     fields += ["probe_points", "probe_seconds_total", "overhead_share"]
@@ -425,7 +458,7 @@ def write_csv(records: list[dict], path: Path) -> None:
         w.writerow(fields)
         for r in records:
             row: list[Any] = [r["seed"], r["accuracy_step0"]]
-            for m in METHODS:
+            for m in methods:
                 x = r["methods"][m]
                 row += [x["steps"], x["model_step"], x["accuracy"]]
             rem, cost = r["removal"], r["cost"]

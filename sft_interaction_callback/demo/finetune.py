@@ -77,8 +77,14 @@ def build_finetune(
     run_dir: Path,
     report_to: str,
     log: Callable[[str], None],
+    validation: list[Any] | None = None,
 ) -> tuple[Any, Any, Any]:
-    """``(trainer, callback, schedule)``: the LoRA model in a Trainer, callback attached."""
+    """``(trainer, callback, schedule)``: the LoRA model in a Trainer, callback attached.
+
+    ``validation``: examples whose loss (and accuracy) is logged as ``val_*`` right after
+    every evaluation of ``held_out``, for an eval-loss stop that does not read the split
+    it is judged on.
+    """
     from peft import LoraConfig, get_peft_model
     from transformers import Trainer, TrainingArguments
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -144,6 +150,8 @@ def build_finetune(
         callbacks=[_eval_callback(schedule, settings.eval_every)],
     )
     callback.attach(trainer)
+    if validation:
+        trainer.add_callback(_validation_callback(trainer, enc(validation)))
     for cb in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(cb)
     trainer.add_callback(_progress_callback(log))
@@ -194,6 +202,31 @@ def _eval_callback(schedule: Any, every: int | None = None) -> Any:
                 control.should_evaluate = True
 
     return EvaluateAtProbeSteps()
+
+
+def _validation_callback(trainer: Any, dataset: Any) -> Any:
+    """After each held-out evaluation, evaluate ``dataset`` too, logged with prefix ``val``.
+
+    The Trainer's own ``evaluate`` (sequential sampler, eval mode, no RNG drawn), so the
+    training is the same with or without it.
+    """
+    from transformers import TrainerCallback
+
+    class EvaluateValidation(TrainerCallback):
+        busy = False
+
+        def on_evaluate(
+            self, args: Any, state: Any, control: Any, metrics: Any = None, **kwargs: Any
+        ) -> None:
+            if self.busy or "eval_loss" not in (metrics or {}):
+                return
+            self.busy = True
+            try:
+                trainer.evaluate(eval_dataset=dataset, metric_key_prefix="val")
+            finally:
+                self.busy = False
+
+    return EvaluateValidation()
 
 
 def _progress_callback(log: Callable[[str], None]) -> Any:

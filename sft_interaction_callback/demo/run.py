@@ -172,6 +172,7 @@ class _DemoData:
     held_out: list[Any]
     probes: list[Any]
     corpus_check: list[Any]
+    validation: list[Any]
 
 
 def _make_data(settings: DemoSettings, seed: int, log: Callable[[str], None]) -> _DemoData:
@@ -186,12 +187,14 @@ def _make_data(settings: DemoSettings, seed: int, log: Callable[[str], None]) ->
     held_out = make_split(rng, settings.eval_size)
     probes = make_probes(rng, settings)
     corpus_check = make_split(rng, settings.eval_size, spurious=True)
+    # its own stream: drawing it changes nothing above
+    validation = make_split(random.Random(f"validation-{seed}"), settings.val_size)
     noisy = sum(e.noisy for e in train)
     log(
         f"[demo] task: {len(train)} training sentences ({noisy} with a flipped label), "
         f"{len(held_out)} held-out, {len(probes)} probes x {settings.n_players} players"
     )
-    return _DemoData(tokenizer, train, held_out, probes, corpus_check)
+    return _DemoData(tokenizer, train, held_out, probes, corpus_check, validation)
 
 
 def _pretrain(
@@ -262,6 +265,7 @@ def _finetune(
         data.tokenizer,
         train=data.train,
         held_out=data.held_out,
+        validation=data.validation,
         probes=data.probes,
         settings=settings,
         stopper=shadow,

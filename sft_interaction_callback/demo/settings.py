@@ -55,6 +55,10 @@ class DemoSettings:
     # evaluation: always at probe steps; also every ``eval_every`` steps when set (a regular
     # grid on which the stock eval-loss early stop can be replayed)
     eval_every: int | None = None
+    # a separate labelled validation split of this size (0: none), drawn from its own RNG
+    # stream so that training, the held-out split and the probes stay the same; its loss is
+    # logged as ``val_loss`` at every evaluation: what a fair eval-loss early stop reads
+    val_size: int = 0
 
 
 FULL = DemoSettings()

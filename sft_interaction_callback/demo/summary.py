@@ -62,6 +62,7 @@ def summarise(
 
     acc = _series(log_history, "eval_accuracy")
     eval_loss = _series(log_history, "eval_loss")
+    val_loss, val_acc = _series(log_history, "val_loss"), _series(log_history, "val_accuracy")
     best_step = max(acc, key=lambda s: (acc[s], -s)) if acc else None
     end_step = max(acc) if acc else None
 
@@ -119,6 +120,9 @@ def summarise(
             "by_step": {str(s): v for s, v in sorted(acc.items())},
         },
         "eval_loss": {"by_step": {str(s): v for s, v in sorted(eval_loss.items())}},
+        # settings.val_size > 0: the validation split's loss and accuracy at each evaluation
+        "val_loss": {"by_step": {str(s): v for s, v in sorted(val_loss.items())}},
+        "val_accuracy": {"by_step": {str(s): v for s, v in sorted(val_acc.items())}},
         "train_loss": {
             "first": _first(_series(log_history, "loss")),
             "last": _last(_series(log_history, "loss")),

@@ -171,3 +171,37 @@ def test_quick_demo_logs_to_wandb_offline(tmp_path, monkeypatch):
     assert len(runs) == 1, "expected one offline W&B run under the run folder"
     assert list(runs[0].glob("run-*.wandb")), "the offline run has no transaction log"
     assert "WANDB_DIR" not in os.environ  # the demo restored the environment
+
+
+def test_a_validation_split_changes_nothing_but_adds_val_metrics(quick_run, tmp_path):
+    """``val_size``: the same training, held-out accuracy and interactions as without it,
+    plus ``val_loss`` / ``val_accuracy`` at every evaluation (the input of a fair eval-loss
+    stop in the studies)."""
+    from dataclasses import replace
+
+    from sft_interaction_callback.demo.run import run_demo
+    from sft_interaction_callback.demo.settings import QUICK
+
+    run_dir, _, _ = quick_run
+    plain = json.loads((run_dir / "summary.json").read_text())
+    result = run_demo(
+        replace(QUICK, val_size=50), output_dir=tmp_path, seed=0, threads=1, log=lambda _: None
+    )
+    with_val = result.summary
+    history = json.loads((result.run_dir / "trainer_state.json").read_text())["log_history"]
+    plain_history = json.loads((run_dir / "trainer_state.json").read_text())["log_history"]
+
+    def losses(h):
+        return [(x["step"], x["loss"]) for x in h if "loss" in x]
+
+    assert losses(history) == losses(plain_history) and losses(history)
+    assert with_val["accuracy"]["by_step"] == plain["accuracy"]["by_step"]
+    assert with_val["eval_loss"] == plain["eval_loss"]
+    assert with_val["noise"] == plain["noise"]
+    assert plain["val_loss"]["by_step"] == {}
+    steps = set(with_val["eval_loss"]["by_step"])
+    assert set(with_val["val_loss"]["by_step"]) == steps
+    assert set(with_val["val_accuracy"]["by_step"]) == steps
+    assert all(0.0 <= v <= 1.0 for v in with_val["val_accuracy"]["by_step"].values())
+    # a different split: its loss is not the held-out one
+    assert with_val["val_loss"]["by_step"] != with_val["eval_loss"]["by_step"]
