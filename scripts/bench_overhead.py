@@ -101,24 +101,15 @@ def demo_setting(quick: bool, seed: int = 0) -> Callable[[bool, Path], Any]:
     from transformers import Trainer, TrainingArguments
 
     from sft_interaction_callback import InteractionCallback
-    from sft_interaction_callback.demo.finetune import LORA_TARGETS, Rows, make_probes
-    from sft_interaction_callback.demo.model import (
-        ModelSize,
-        build_model,
-        build_tokenizer,
-        collate,
-        encode_example,
-    )
+    from sft_interaction_callback.demo.finetune import LORA_TARGETS, Rows
+    from sft_interaction_callback.demo.model import ModelSize, build_model, collate, encode_example
     from sft_interaction_callback.demo.pretrain import pretrain
+    from sft_interaction_callback.demo.run import make_data
     from sft_interaction_callback.demo.settings import FULL, QUICK
-    from sft_interaction_callback.demo.task import make_split
 
     settings = QUICK if quick else FULL
-    rng = random.Random(seed)
-    tokenizer = build_tokenizer()
-    train = make_split(rng, settings.train_size, flip_p=settings.label_noise)
-    make_split(rng, settings.eval_size)  # the held-out split: keeps the RNG in step
-    probes = make_probes(rng, settings)
+    data = make_data(settings, seed)  # the demo's own splits and probes
+    tokenizer, train, probes = data.tokenizer, data.train, data.probes
     size = ModelSize(settings.hidden, settings.layers, settings.heads, settings.mlp)
     base = build_model(tokenizer, size, seed)
     pretrain(

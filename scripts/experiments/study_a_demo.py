@@ -180,16 +180,17 @@ def analyse(summary: dict, metrics: list[dict], eval_every: int) -> dict:
         model_step["eval_loss_patience3_best_val"] = best_step(
             val_grid, greater_is_better=False, until=vs_used
         )
-    methods = {
+    methods = {  # the validation-split stops only with a validation split
         m: {
-            "steps": used.get(m),
-            "model_step": model_step.get(m),
-            "accuracy": None if model_step.get(m) is None else value_at(acc, model_step[m]),
+            "steps": used[m],
+            "model_step": model_step[m],
+            "accuracy": value_at(acc, model_step[m]),
         }
         for m in METHODS
+        if m in model_step
     }
     best_acc = acc[best] if best is not None else math.nan
-    for m in METHODS:
+    for m in methods:
         a = methods[m]["accuracy"]
         methods[m]["regret_vs_best"] = None if a is None else best_acc - a
 
@@ -295,14 +296,15 @@ def _fmt(m: float, sd: float, n: int, pct: bool = False, digits: int = 1) -> str
     return f"{scale * m:.{digits}f} ± {scale * sd:.{digits}f}"
 
 
+def _method(record: dict, name: str) -> dict:
+    """One run's entry for method ``name`` ({} when the run has no such method)."""
+    return record["methods"].get(name) or {}
+
+
 def present_methods(records: list[dict]) -> list[str]:
     """The methods of :data:`METHODS` that some run has (the validation-split stops only
     exist with ``--set val_size=N``; older runs.json files lack them)."""
-    return [
-        m
-        for m in METHODS
-        if any((r["methods"].get(m) or {}).get("accuracy") is not None for r in records)
-    ]
+    return [m for m in METHODS if any(_method(r, m).get("accuracy") is not None for r in records)]
 
 
 def tables(records: list[dict]) -> str:
@@ -317,9 +319,9 @@ def tables(records: list[dict]) -> str:
         "|---|---|---|---|",
     ]
     for m in present_methods(records):
-        steps = mean_sd(r["methods"][m]["steps"] for r in records)
-        acc = mean_sd(r["methods"][m]["accuracy"] for r in records)
-        reg = mean_sd(r["methods"][m]["regret_vs_best"] for r in records)
+        steps = mean_sd(_method(r, m).get("steps") for r in records)
+        acc = mean_sd(_method(r, m).get("accuracy") for r in records)
+        reg = mean_sd(_method(r, m).get("regret_vs_best") for r in records)
         out.append(
             f"| {METHOD_LABELS[m]} | {_fmt(*steps, digits=0)} | {_fmt(*acc, pct=True)} "
             f"| {_fmt(*reg, pct=True)} |"
@@ -426,7 +428,7 @@ def paired_differences(records: list[dict]) -> list[str]:
         diffs = []
         for r in records:
             a = r["methods"]["interaction_restore"]["regret_vs_best"]
-            b = (r["methods"].get(other) or {}).get("regret_vs_best")
+            b = _method(r, other).get("regret_vs_best")
             if a is not None and b is not None:
                 diffs.append(100 * (a - b))
         if len(diffs) < 2:
@@ -459,8 +461,8 @@ def write_csv(records: list[dict], path: Path) -> None:
         for r in records:
             row: list[Any] = [r["seed"], r["accuracy_step0"]]
             for m in methods:
-                x = r["methods"][m]
-                row += [x["steps"], x["model_step"], x["accuracy"]]
+                x = _method(r, m)
+                row += [x.get("steps"), x.get("model_step"), x.get("accuracy")]
             rem, cost = r["removal"], r["cost"]
             row += [
                 rem["fraction_at_stop"],

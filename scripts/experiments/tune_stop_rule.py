@@ -99,17 +99,11 @@ def _kept_players(seed: int, players: int, run_players: int = 8) -> list[list[in
     """Per probe, the bits (of the run's ``run_players``-player probe) that the demo's own
     probe builder makes players at ``players`` per probe: it draws the same sentences and
     filler order from the same seed, so the smaller set is a subset and the replay is exact."""
-    import random
-
-    from sft_interaction_callback.demo.finetune import make_probes
+    from sft_interaction_callback.demo.run import make_data
     from sft_interaction_callback.demo.settings import FULL
-    from sft_interaction_callback.demo.task import make_split
 
     def probes_at(n: int) -> list[Any]:
-        rng = random.Random(seed)
-        make_split(rng, FULL.train_size, flip_p=FULL.label_noise)
-        make_split(rng, FULL.eval_size)
-        return make_probes(rng, replace(FULL, n_players=n))
+        return make_data(replace(FULL, n_players=n), seed).probes
 
     out = []
     for big, small in zip(probes_at(run_players), probes_at(players), strict=True):

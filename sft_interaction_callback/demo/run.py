@@ -131,7 +131,7 @@ def _run(
 ) -> DemoResult:
     """The demo's steps in order: data, stage 1, stage 2 with the shadow stop, summary."""
     log(f"[demo] run folder: {run_dir}  ({settings.name} settings, seed {seed}, device {dev})")
-    data = _make_data(settings, seed, log)
+    data = make_data(settings, seed, log)
     model, stage1, pre = _pretrain(settings, data, seed, dev, run_dir, log)
     shadow = ShadowStopper()
     trainer, callback, sft_seconds = _finetune(
@@ -164,8 +164,9 @@ def _run(
 
 
 @dataclass
-class _DemoData:
-    """The task's rows: training (with label noise), held out, probes, a corpus check."""
+class DemoData:
+    """The task's rows: training (with label noise), held out, probes, a corpus check, and
+    the optional validation split."""
 
     tokenizer: Any
     train: list[Any]
@@ -175,8 +176,11 @@ class _DemoData:
     validation: list[Any]
 
 
-def _make_data(settings: DemoSettings, seed: int, log: Callable[[str], None]) -> _DemoData:
-    """The tokenizer and every split, drawn in a fixed order from one seeded RNG."""
+def make_data(
+    settings: DemoSettings, seed: int, log: Callable[[str], None] = lambda _: None
+) -> DemoData:
+    """The tokenizer and every split, drawn in a fixed order from one seeded RNG (the
+    benchmark and the studies reuse it, so their data is the demo's)."""
     from sft_interaction_callback.demo.finetune import make_probes
     from sft_interaction_callback.demo.model import build_tokenizer
     from sft_interaction_callback.demo.task import make_split
@@ -194,12 +198,12 @@ def _make_data(settings: DemoSettings, seed: int, log: Callable[[str], None]) ->
         f"[demo] task: {len(train)} training sentences ({noisy} with a flipped label), "
         f"{len(held_out)} held-out, {len(probes)} probes x {settings.n_players} players"
     )
-    return _DemoData(tokenizer, train, held_out, probes, corpus_check, validation)
+    return DemoData(tokenizer, train, held_out, probes, corpus_check, validation)
 
 
 def _pretrain(
     settings: DemoSettings,
-    data: _DemoData,
+    data: DemoData,
     seed: int,
     dev: str,
     run_dir: Path,
@@ -248,7 +252,7 @@ def _pretrain(
 
 def _finetune(
     model: Any,
-    data: _DemoData,
+    data: DemoData,
     settings: DemoSettings,
     shadow: ShadowStopper,
     seed: int,
