@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import os
 import random
 import warnings
 from collections.abc import Iterator
@@ -21,8 +20,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from sft_interaction_callback.cpus import usable_cpus
+
 __all__ = [
     "RNGState",
+    "usable_cpus",
     "free_memory",
     "is_out_of_memory",
     "preserved_training_state",
@@ -166,13 +168,6 @@ def free_memory() -> None:
     gc.collect()
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.empty_cache()
-
-
-def usable_cpus() -> int:
-    """CPU cores this process may run on (its affinity mask where the OS has one)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
 
 
 @contextlib.contextmanager

@@ -30,7 +30,6 @@ warm start from another probe), single-threaded inside HiGHS, probes in parallel
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from typing import Any
@@ -38,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..cpus import usable_cpus
 from .transforms import moebius, or_reconstruct, subset_orders, superset_moebius
 
 __all__ = ["solve_exact", "tie_break_keys", "EXACT_MAX_PLAYERS"]
@@ -180,7 +180,7 @@ def solve_exact(
     box = (bound.detach().to("cpu", torch.float64) / scale[:, 0]).tolist()
     rhs = moebius(vs).numpy()
     if threads is None:
-        threads = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+        threads = min(8, usable_cpus())
     jobs = [(n, float(tie_break), rhs[i], box[i], method, time_limit) for i in range(len(box))]
     if threads > 1 and len(jobs) > 1:
         with ThreadPoolExecutor(max_workers=min(threads, len(jobs))) as pool:
