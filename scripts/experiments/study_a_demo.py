@@ -7,10 +7,14 @@ end, so one run yields every comparison. Evaluation runs at every probe step and
 regular grid (every ``--eval-every`` steps), where the stock
 ``EarlyStoppingCallback(patience=3)`` on ``eval_loss`` is replayed exactly
 (``compare.patience_stop`` in this folder; a test checks the replay against the real callback).
+With ``--set val_size=N`` the demo also draws an N-example validation split (its own RNG
+stream; training unchanged) and the same stop is replayed on its loss, the split a user
+would hold out, beside the one read on the judged split.
 
     python scripts/experiments/study_a_demo.py                      # 5 seeds, ~30 min, 2 cores
     python scripts/experiments/study_a_demo.py --seeds 0 1 --jobs 2
     python scripts/experiments/study_a_demo.py --tiny --out /tmp/a  # seconds; what tests run
+    python scripts/experiments/study_a_demo.py --set lr=5e-4 --set val_size=400  # overrides
 
 Writes ``runs.json`` / ``runs.csv`` (one record per seed), ``table.md`` (the tables of
 docs/RESULTS.md) and PNG plots into ``--out``; run folders go to ``--work-dir``.
