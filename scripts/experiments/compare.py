@@ -78,6 +78,21 @@ def best_step(
     return next(s for s in steps if float(evals[s]) == target)
 
 
+def eval_loss_stop(
+    loss: Mapping[int, float], every: int, max_steps: int, *, patience: int = 3
+) -> tuple[int, int | None] | None:
+    """``(stop, best)`` of ``EarlyStoppingCallback(patience)`` + ``load_best_model_at_end``
+    on the eval losses at steps ``every, 2*every, ...`` (not step 0): the step where
+    training ends (``max_steps`` when it never fires) and the lowest-loss step up to it.
+    None when there is no such evaluation."""
+    grid = {s: v for s, v in loss.items() if s > 0 and s % every == 0}
+    if not grid:
+        return None
+    fired = patience_stop(grid, patience=patience)
+    stop = fired if fired is not None else max_steps
+    return stop, best_step(grid, greater_is_better=False, until=stop)
+
+
 def value_at(series: Mapping[int, float], step: int | None) -> float | None:
     """The metric of the last evaluation at or before ``step`` (what a stopped run holds)."""
     if step is None:

@@ -45,9 +45,9 @@ for _path in (ROOT, HERE):  # run from a checkout without installing; compare.py
 
 from compare import (  # noqa: E402
     best_step,
+    eval_loss_stop,
     interaction_summary,
     mean_sd,
-    patience_stop,
     value_at,
 )
 from replay_stops import shipped_curves  # noqa: E402
@@ -153,10 +153,7 @@ def analyse(summary: dict, metrics: list[dict], eval_every: int) -> dict:
     max_steps = int(summary["max_steps"])
     acc = _series(summary["accuracy"]["by_step"])
     loss = _series(summary["eval_loss"]["by_step"])
-    grid = {s: v for s, v in loss.items() if s > 0 and s % eval_every == 0}
-    es = patience_stop(grid, patience=3)
-    es_used = es if es is not None else max_steps
-    es_best = best_step(grid, greater_is_better=False, until=es_used)
+    es_used, es_best = eval_loss_stop(loss, eval_every, max_steps) or (max_steps, None)
     stop = summary["stop"]["step"]
     best = best_step(acc)
     restore = summary["stop"].get("restore_step")
@@ -174,16 +171,14 @@ def analyse(summary: dict, metrics: list[dict], eval_every: int) -> dict:
     if restore is not None:
         model_step["interaction_restore"] = restore
     # the same stop reading a separate validation split (demo setting val_size > 0)
-    val = _series(summary.get("val_loss", {}).get("by_step", {}))
-    val_grid = {s: v for s, v in val.items() if s > 0 and s % eval_every == 0}
-    if val_grid:
-        vs = patience_stop(val_grid, patience=3)
-        vs_used = vs if vs is not None else max_steps
+    val = eval_loss_stop(
+        _series(summary.get("val_loss", {}).get("by_step", {})), eval_every, max_steps
+    )
+    if val is not None:
+        vs_used, vs_best = val
         used["eval_loss_patience3_val"] = used["eval_loss_patience3_best_val"] = vs_used
         model_step["eval_loss_patience3_val"] = vs_used
-        model_step["eval_loss_patience3_best_val"] = best_step(
-            val_grid, greater_is_better=False, until=vs_used
-        )
+        model_step["eval_loss_patience3_best_val"] = vs_best
     methods = {  # the validation-split stops only with a validation split
         m: {
             "steps": used[m],

@@ -57,11 +57,15 @@ SCHEDULES = {
 PROBES = {"8 probes": None, "probes 0-3": [0, 1, 2, 3], "probes 4-7": [4, 5, 6, 7]}
 
 
-def _fmt(res: list[dict]) -> str:
-    reg = [x["regret_pp"] for x in res]
-    steps = ", ".join(f"{x['stop'] or 'end'}/{x['model_step']}" for x in res)
+def _cell(reg: list[float]) -> str:
+    """``mean ± sd | per run`` of regrets (pp), two table cells."""
     per = ", ".join(f"{x:.1f}" for x in reg)
-    return f"{statistics.fmean(reg):.2f} ± {statistics.stdev(reg):.2f} | {per} | {steps}"
+    return f"{statistics.fmean(reg):.2f} ± {statistics.stdev(reg):.2f} | {per}"
+
+
+def _fmt(res: list[dict]) -> str:
+    steps = ", ".join(f"{x['stop'] or 'end'}/{x['model_step']}" for x in res)
+    return f"{_cell([x['regret_pp'] for x in res])} | {steps}"
 
 
 def schedule(dirs: list[str]) -> None:
@@ -297,10 +301,7 @@ def rules(dirs: list[str], out: str | None = None) -> None:
             res = [replay(r, Rule(name, kw)) for r in runs[key]]
             reg = [x["regret_pp"] for x in res]
             pooled += reg
-            cells.append(
-                f"{statistics.fmean(reg):.2f} ± {statistics.stdev(reg):.2f} | "
-                + ", ".join(f"{x:.1f}" for x in reg)
-            )
+            cells.append(_cell(reg))
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {statistics.fmean(pooled):.2f} |")
     text = "\n".join(lines)
     print(text)
@@ -312,7 +313,7 @@ def curves(dirs: list[str], out: str) -> None:
     """Write every tuning run's replay inputs at the two :data:`RULE_SETTINGS` to ``out``
     (JSON): per run the noise and removed-fraction curves and the floor of each setting,
     the held-out accuracy and eval loss by step, and ``max_steps``. Rule variants are then
-    replayed from this file in seconds (``explore_rules.py``)."""
+    replayed from this file in seconds (``rules-cached``)."""
     by_key = setting_runs(
         dirs,
         players=tuple(sorted({k for _, k, _ in RULE_SETTINGS}, reverse=True)),
@@ -355,16 +356,14 @@ def cached_runs(path: str) -> dict[str, list[Run]]:
 
 def eval_loss_best_regret(path: str) -> dict[str, float]:
     """Per run, the regret (pp) of eval-loss patience 3 + load best, as the study replays it."""
-    from compare import best_step, patience_stop
+    from compare import eval_loss_stop
 
     data = json.loads(Path(path).read_text())
     out = {}
     for name, row in data.items():
         acc = {int(k): float(v) for k, v in row["accuracy"].items()}
         loss = {int(k): float(v) for k, v in row["eval_loss"].items() if v is not None}
-        grid = {s: v for s, v in loss.items() if s > 0 and s % 20 == 0}
-        stop = patience_stop(grid, patience=3)
-        used = best_step(grid, greater_is_better=False, until=stop or int(row["max_steps"]))
+        _, used = eval_loss_stop(loss, 20, int(row["max_steps"]))  # the studies' eval grid
         out[name] = 100 * (max(acc.values()) - acc[used])
     return out
 
@@ -408,18 +407,12 @@ def rules_cached(path: str, out: str | None = None) -> None:
         for setting in names:
             reg = [replay(r, Rule(name, kw))["regret_pp"] for r in runs[setting]]
             pooled += reg
-            cells.append(
-                f"{statistics.fmean(reg):.2f} ± {statistics.stdev(reg):.2f} | "
-                + ", ".join(f"{x:.1f}" for x in reg)
-            )
+            cells.append(_cell(reg))
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {statistics.fmean(pooled):.2f} |")
     reg = [el[r.name] for r in runs[names[0]]]
-    cell = f"{statistics.fmean(reg):.2f} ± {statistics.stdev(reg):.2f} | " + ", ".join(
-        f"{x:.1f}" for x in reg
-    )
     lines.append(
         "| eval-loss patience 3 + load best (reads the judged split) | "
-        + " | ".join([cell] * len(names))
+        + " | ".join([_cell(reg)] * len(names))
         + f" | {statistics.fmean(reg):.2f} |"
     )
     text = "\n".join(lines)

@@ -100,7 +100,9 @@ def test_tiny_study_runs_end_to_end(study, tmp_path, monkeypatch):
     loss = {int(k): v for k, v in run["curves"]["eval_loss"].items()}
     grid = {s: v for s, v in loss.items() if s > 0 and s % 10 == 0}
     assert set(grid) == {10, 20, 30, 40, 50, 60}
-    patience_stop = study.patience_stop  # scripts/experiments/compare.py
+    import compare  # scripts/experiments/compare.py, on sys.path once the study is loaded
+
+    patience_stop = compare.patience_stop
 
     assert run["methods"]["eval_loss_patience3"]["steps"] == (patience_stop(grid) or 60)
     for m in run["methods"].values():
