@@ -56,22 +56,23 @@ __all__ = [
 logger = logging.getLogger("sft_interaction_callback")
 
 
+def _stopper_attr(stopper: Any, name: str, kind: type) -> Any:
+    """``stopper.<name>`` (or its wrapped ``inner`` rule's) when it is a ``kind``, else None."""
+    for obj in (stopper, getattr(stopper, "inner", None)):
+        value = getattr(obj, name, None) if obj is not None else None
+        if isinstance(value, kind) and not isinstance(value, bool):
+            return value
+    return None
+
+
 def restore_step_of(stopper: Any) -> int | None:
     """The stopper's ``restore_step`` (the inner rule's for a wrapper), else None."""
-    for obj in (stopper, getattr(stopper, "inner", None)):
-        step = getattr(obj, "restore_step", None) if obj is not None else None
-        if isinstance(step, int) and not isinstance(step, bool):
-            return step
-    return None
+    return _stopper_attr(stopper, "restore_step", int)
 
 
 def stage_end_of(stopper: Any) -> int | None:
     """Where the stopper's denoising stage ended (None: not yet, or no such notion)."""
-    for obj in (stopper, getattr(stopper, "inner", None)):
-        step = getattr(obj, "stage_ended_at", None) if obj is not None else None
-        if isinstance(step, int) and not isinstance(step, bool):
-            return step
-    return None
+    return _stopper_attr(stopper, "stage_ended_at", int)
 
 
 def _enabled(callback: Any, args: Any) -> bool:
@@ -193,19 +194,10 @@ def eval_value(callback: Any, args: Any) -> float | None:
     stage = stage_end_of(stopper)
     noise_step = callback.progress.last_noise_step
     if stage is not None and noise_step is not None and noise_step >= stage:
-        if _restore_rule(stopper) != "stage_end" or noise_step == stage:
+        if _stopper_attr(stopper, "restore", str) != "stage_end" or noise_step == stage:
             return value
     greater = getattr(args, "greater_is_better", None)
     return -math.inf if greater else math.inf
-
-
-def _restore_rule(stopper: Any) -> str | None:
-    """The stopper's restore target rule (``NoiseRiseStopper.restore``; a wrapper's inner)."""
-    for obj in (stopper, getattr(stopper, "inner", None)):
-        rule = getattr(obj, "restore", None) if obj is not None else None
-        if isinstance(rule, str):
-            return rule
-    return None
 
 
 def observe(stopper: Any, step: int, metrics: dict[str, float]) -> None:
