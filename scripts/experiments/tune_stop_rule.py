@@ -36,15 +36,20 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from compare import value_at  # noqa: E402
 from replay_stops import (  # noqa: E402
+    NEW,
     Rule,
     Run,
     load_run_dir,
+    load_stored,
     replay,
     replay_variant,
     tracked_curves,
     variant_rule,
 )
+
+from sft_interaction_callback.keys import NOISE_KEY, REMOVED_FRACTION_KEY  # noqa: E402
 
 SCHEDULES = {
     "default schedule": None,
@@ -440,6 +445,123 @@ def stability(dirs: list[str]) -> None:
     )
 
 
+#: the probing the demo ships (8 probes x 6 players): the setting a ceiling is read at
+DEMO_SETTING = "8x6, no dense early tier"
+
+
+def _probe_steps(run: Run) -> list[int]:
+    return sorted(s for s in run.curves["noise"] if s > 0)
+
+
+def _regret(run: Run, step: int) -> float:
+    return 100 * (run.best - value_at(run.accuracy, step))
+
+
+def _variant_steps(run: Run) -> dict[str, int]:
+    """The restore steps of the two restore targets explored in session 6 (tuning seeds):
+    the noise minimum from the first point where removal reached 90% of its running max
+    at the stage end, and the peak of removal up to the stop."""
+    stopper = NEW.make(run.floor)
+    noise, removed = run.curves["noise"], run.curves["removed_fraction"]
+    stop, peak_at_end = None, None
+    for step in _probe_steps(run):
+        before = stopper.stage_ended_at
+        point = {NOISE_KEY: noise[step], REMOVED_FRACTION_KEY: removed.get(step)}
+        fired = stopper.update(step, point)
+        if before is None and stopper.stage_ended_at is not None:
+            peak_at_end = stopper.stage_max
+        if fired:
+            stop = step
+            break
+    end = stop if stop is not None else run.max_steps
+    upto = [s for s in _probe_steps(run) if s <= end and removed.get(s) is not None]
+    peak = min(upto, key=lambda s: (-removed[s], s))
+    if peak_at_end is None:  # the stage never ended: the rule keeps the last model
+        return {"retro 90%, noise min": end, "peak removal up to the stop": peak}
+    start = min(s for s in upto if removed[s] >= 0.9 * peak_at_end)
+    window = [s for s in _probe_steps(run) if start <= s <= end]
+    return {
+        "retro 90%, noise min": min(window, key=lambda s: (noise[s], s)),
+        "peak removal up to the stop": peak,
+    }
+
+
+def ceiling_rows(runs: list[Run], eval_loss_regret: list[float]) -> dict[str, list[float]]:
+    """Per row name, the regret (pp) of each run: eval-loss patience 3 + load best, the
+    rule with restore-best, and the best probe-point checkpoint (an oracle reading the
+    judged accuracy) among those the rule may restore (stage end .. stop), up to the stop,
+    and in the whole run; then the session-6 restore variants."""
+    rows: dict[str, list[float]] = {"eval-loss patience 3 + load best": eval_loss_regret}
+    for run in runs:
+        r = replay(run, NEW)
+        end = r["stop"] if r["stop"] is not None else run.max_steps
+        steps = _probe_steps(run)
+        allowed = (
+            [end] if r["stage_end"] is None else [s for s in steps if r["stage_end"] <= s <= end]
+        )
+        got = {
+            "rule + restore-best (shipped)": r["regret_pp"],
+            "oracle: stage end .. stop (what restore-best may pick)": min(
+                _regret(run, s) for s in allowed
+            ),
+            "oracle: any probe point up to the stop": min(
+                _regret(run, s) for s in steps if s <= end
+            ),
+            "oracle: any probe point": min(_regret(run, s) for s in steps),
+        }
+        got.update({k: _regret(run, s) for k, s in _variant_steps(run).items()})
+        for k, v in got.items():
+            rows.setdefault(k, []).append(v)
+    return rows
+
+
+def _ceiling_set(path: str) -> tuple[list[Run], list[float]]:
+    """Runs at the demo's probing and their eval-loss regrets, from a :func:`curves` file
+    (tuning) or a study-A ``runs.json`` (the demo's own probing)."""
+    if path.endswith("curves.json") or "/curves" in path:
+        runs = cached_runs(path)[DEMO_SETTING]
+        el = eval_loss_best_regret(path)
+        return runs, [el[r.name] for r in runs]
+    runs = load_stored([path])
+    return runs, [100 * (r.best - r.baselines["eval_loss_patience3_best"]) for r in runs]
+
+
+def ceiling(sets: list[str], out: str | None = None) -> None:
+    """:func:`ceiling_rows` per run set (``LABEL=PATH``), mean ± sd, and each row minus
+    eval-loss + load best, paired, with its 95% t-interval."""
+    from stops import t_interval
+
+    table: list[tuple[str, dict[str, list[float]]]] = []
+    for item in sets:
+        label, path = item.split("=", 1)
+        table.append((label, ceiling_rows(*_ceiling_set(path))))
+    names = list(table[0][1])
+    lines = [
+        "| regret (pp) | " + " | ".join(f"{lab} (n={len(r[names[0]])})" for lab, r in table) + " |",
+        "|---|" + "---|" * len(table),
+    ]
+    base = names[0]
+    for name in names:
+        cells = []
+        for _, rows in table:
+            xs = rows[name]
+            cell = f"{statistics.fmean(xs):.2f} ± {statistics.stdev(xs):.2f}"
+            if name != base:
+                m, lo, hi, _ = t_interval([a - b for a, b in zip(xs, rows[base], strict=True)])
+                cell += f"; {m:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+            cells.append(cell)
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Each cell: mean ± sd over runs; below the first row, also the paired difference "
+        "from eval-loss patience 3 + load best with its 95% t-interval.",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if out:
+        Path(out).write_text(text + "\n")
+
+
 def measure_floors(dirs: list[str], out: str) -> None:
     import torch
 
@@ -481,10 +603,12 @@ def main(argv: list[str]) -> int:
         stability(dirs)
     elif what == "rules-cached":  # the pattern is a curves file here
         rules_cached(pattern, rest[0] if rest else None)
+    elif what == "ceiling":  # the pattern is the output file; then LABEL=PATH per run set
+        ceiling(rest, pattern)
     else:
         raise SystemExit(
             f"unknown analysis {what!r}: floors, schedule, multiple, budget, rules, curves, "
-            "rules-cached or stability"
+            "rules-cached, ceiling or stability"
         )
     return 0
 
