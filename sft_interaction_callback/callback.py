@@ -35,7 +35,13 @@ from sft_interaction_callback.callback_state import (
 from sft_interaction_callback.config import InteractionConfig
 from sft_interaction_callback.distributed import Collective
 from sft_interaction_callback.extract import find_tokenizer, unwrap_for_probing
-from sft_interaction_callback.keys import SECONDS_MAX_KEY, STOP_REASON_KEY, STOP_STEP_KEY
+from sft_interaction_callback.keys import (
+    EVAL_METRIC,
+    EVAL_RESTORE_SCORE,
+    SECONDS_MAX_KEY,
+    STOP_REASON_KEY,
+    STOP_STEP_KEY,
+)
 from sft_interaction_callback.metric_log import MetricLog, add_eval_metric, eval_prefixes
 from sft_interaction_callback.recording import ProbePoint, StopDecision, record_point, record_skip
 from sft_interaction_callback.reference import add_reference
@@ -62,11 +68,12 @@ class InteractionCallback(TrainerCallback):
     works too (the trainer is found in ``on_init_end``, see :mod:`.trainer_link`).
 
     The callback puts itself first in the trainer's callback list, so that the
-    ``eval_interaction_noise`` it adds to the evaluation metrics (in ``on_log``, before
-    ``on_evaluate``) is seen by every integration, by ``EarlyStoppingCallback`` and by the
-    best-model logic (``metric_for_best_model="interaction_noise"``). The value is the
-    noise of the latest successful probe point, so align the probe schedule with
-    ``eval_steps`` for a fresh value at every evaluation.
+    ``eval_interaction_noise`` and ``eval_interaction_restore_score`` it adds to the
+    evaluation metrics (in ``on_log``, before ``on_evaluate``) are seen by every
+    integration, by ``EarlyStoppingCallback`` and by the best-model logic
+    (``metric_for_best_model="interaction_restore_score"`` picks the checkpoint
+    restore-best would). The values are those of the latest successful probe point, so
+    align the probe schedule with ``eval_steps`` for a fresh value at every evaluation.
 
     Checkpoints carry the callback's state (``interaction_callback_state.safetensors``),
     and ``trainer.train(resume_from_checkpoint=...)`` restores it into this object; see
@@ -221,7 +228,8 @@ class InteractionCallback(TrainerCallback):
         **kwargs: Any,
     ) -> None:
         for prefix in eval_prefixes(logs or {}):
-            add_eval_metric(args, logs, prefix, best.eval_value(self, args), state.log_history)
+            for metric, value in self._eval_metrics(args):
+                add_eval_metric(args, logs, prefix, value, state.log_history, metric)
 
     def on_evaluate(
         self,
@@ -233,7 +241,15 @@ class InteractionCallback(TrainerCallback):
     ) -> None:
         if metrics is not None:
             for prefix in eval_prefixes(metrics) or ["eval"]:
-                add_eval_metric(args, metrics, prefix, best.eval_value(self, args), None)
+                for metric, value in self._eval_metrics(args):
+                    add_eval_metric(args, metrics, prefix, value, None, metric)
+
+    def _eval_metrics(self, args: TrainingArguments) -> list[tuple[str, float | None]]:
+        """The metrics added to every evaluation: the noise and the restore score."""
+        return [
+            (EVAL_METRIC, best.eval_value(self, args)),
+            (EVAL_RESTORE_SCORE, best.restore_score(self, args)),
+        ]
 
     def on_train_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any

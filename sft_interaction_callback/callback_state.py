@@ -47,6 +47,8 @@ class RunProgress:
     #: the noise of the latest successful probe point (the evaluation metric)
     last_noise: float | None = None
     last_noise_step: int | None = None
+    #: the removed share of the latest successful probe point (the restore score)
+    last_removed: float | None = None
     #: ``{"step": int, "reason": str}`` once the stopper fired
     stop: dict[str, Any] | None = None
     #: why tracking is off for this run (the step-0 probe failed), else None

@@ -67,9 +67,14 @@ EVAL_METRIC = "interaction_noise"
 """Added to every evaluation as ``eval_interaction_noise`` (``metric_for_best_model``)."""
 
 
-def eval_metric_key(prefix: str = "eval") -> str:
-    """The evaluation metric under an evaluation prefix (``eval``, ``eval_<name>``)."""
-    return f"{prefix}_{EVAL_METRIC}"
+EVAL_RESTORE_SCORE = "interaction_restore_score"
+"""Added to every evaluation as ``eval_interaction_restore_score``: its best is the
+checkpoint restore-best loads (``metric_for_best_model`` for ``load_best_model_at_end``)."""
+
+
+def eval_metric_key(prefix: str = "eval", metric: str = EVAL_METRIC) -> str:
+    """An evaluation metric under an evaluation prefix (``eval``, ``eval_<name>``)."""
+    return f"{prefix}_{metric}"
 
 
 # ---------------------------------------------------------------------- shared limits

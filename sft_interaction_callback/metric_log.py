@@ -105,19 +105,20 @@ def add_eval_metric(
     prefix: str,
     value: float | None,
     history: list[dict[str, Any]] | None,
+    metric: str = EVAL_METRIC,
 ) -> None:
-    """Add ``<prefix>_interaction_noise`` (the latest noise) to evaluation ``metrics``.
+    """Add ``<prefix>_<metric>`` (default ``interaction_noise``) to evaluation ``metrics``.
 
     With no value yet it is added as NaN only when ``metric_for_best_model`` asks for it
     (the Trainer's best-model lookup would fail without it). ``history``: the trainer's
     ``log_history``, whose last entry is the copy of ``metrics`` made just before ``on_log``.
     """
-    name = eval_metric_key(prefix)
+    name = eval_metric_key(prefix, metric)
     if name in metrics:
         return
     if value is None:
         wanted = getattr(args, "metric_for_best_model", None) or ""
-        if EVAL_METRIC not in wanted:
+        if metric not in wanted:
             return
         value = math.nan  # keeps metric_for_best_model lookups from failing
     metrics[name] = value

@@ -27,6 +27,7 @@ from sft_interaction_callback.keys import (
     STOP_STEP_KEY,
 )
 from sft_interaction_callback.metric_log import MetricLog
+from sft_interaction_callback.restore_best import stage_metric_of
 from sft_interaction_callback.runtime import free_memory, is_out_of_memory
 from sft_interaction_callback.snapshots import try_write, write_probe_point
 from sft_interaction_callback.tracking.stopping import stopper_status
@@ -86,6 +87,9 @@ def record_point(
     noise = metrics.get(NOISE_KEY)
     if noise is not None and math.isfinite(noise):
         progress.last_noise, progress.last_noise_step = float(noise), step
+    removed = metrics.get(stage_metric_of(rs.stopper))
+    if removed is not None and math.isfinite(removed):
+        progress.last_removed = float(removed)
     status = stopper_status(rs.stopper) if cfg.early_stopping else {}
     logs = {**metrics, **solver_gap_metrics(inter), **status, SECONDS_KEY: seconds}
     logs[SKIPPED_KEY] = float(progress.skipped)

@@ -5,13 +5,18 @@ quality, so a rule that only *stops* is late by construction. With ``restore_bes
 (default) the callback therefore goes back, the label-free analogue of
 ``load_best_model_at_end``: it needs no labelled evaluation set and no evaluation loop.
 
-* **Score.** The stopper's :attr:`restore_step`: by default the probe point with the
-  lowest noise signal since the denoising stage ended (``NoiseRiseStopper(restore="min")``;
-  ``restore="stage_end"`` picks the stage-end point itself). Nothing before the stage end
-  can be chosen: early in training the noise is low because nothing has been learned yet.
-* **Checkpoints.** At a probe point that becomes the new best, the callback asks the
-  Trainer to save (``control.should_save``), whatever ``save_strategy`` ("no" and
-  "steps" alike), so every candidate has a checkpoint. When the user has no
+* **Score.** The stopper's :attr:`restore_step`: by default the probe point where the
+  removed share of the base salient strength peaked (``NoiseRiseStopper(restore=
+  "removal_peak")``: the most denoised checkpoint); ``restore="min"``: the lowest noise
+  signal since the stage end was confirmed; ``restore="stage_end"``: that point itself.
+  Nothing is restored before the stage end is confirmed, and no point from before
+  removal happened can be chosen (early in training the noise is low because nothing
+  has been learned yet; the removed share is 0 there).
+* **Checkpoints.** At a probe point that becomes the new candidate (the stopper's
+  ``keep_step``: with ``"removal_peak"`` from the first point on, since the peak may
+  come before the stage end is confirmed), the callback asks the Trainer to save
+  (``control.should_save``), whatever ``save_strategy`` ("no" and "steps" alike), so
+  every candidate has a checkpoint. When the user has no
   ``metric_for_best_model``, that folder is also recorded as
   ``state.best_model_checkpoint``, which keeps ``save_total_limit`` from deleting it.
 * **Restore.** In ``on_train_end`` (after a stop, or at the end of training) the weights
@@ -24,14 +29,15 @@ quality, so a rule that only *stops* is late by construction. With ``restore_bes
 * **Resume.** The best-so-far lives in the stopper's state, saved with every checkpoint,
   so a resumed run keeps it.
 
-:func:`eval_value` gives the evaluation metric (``eval_interaction_noise``) the same
-meaning: before the stage ends it is the worst possible value (``+inf``, or ``-inf`` with
-``greater_is_better=True``), so ``metric_for_best_model="interaction_noise"`` never makes a
-checkpoint from before the stage end "best". After the stage end it is the noise of each
-point, whose lowest is the default restore target (``restore="min"``); with
-``restore="stage_end"`` it stays the worst value after the stage-end point too, so the
-Trainer's best checkpoint is the one restore-best would load. (``"last_good"`` has no
-lower-is-better equivalent and is served like ``"min"``.)
+:func:`eval_value` gives ``eval_interaction_noise``: before the stage ends it is the worst
+possible value (``+inf``, or ``-inf`` with ``greater_is_better=True``), so
+``metric_for_best_model="interaction_noise"`` never makes a checkpoint from before the
+stage end "best"; after it, the noise of each point (with ``restore="stage_end"`` the worst
+value after the stage-end point too). :func:`restore_score` gives
+``eval_interaction_restore_score``, lower is better, whose lowest is the checkpoint
+restore-best loads: minus the removed share with ``"removal_peak"`` (so no point from
+before removal happened can be best), :func:`eval_value` for the other targets.
+(``"last_good"`` has no lower-is-better equivalent and is served like ``"min"``.)
 """
 
 from __future__ import annotations
@@ -42,15 +48,19 @@ import os
 import warnings
 from typing import Any
 
+from sft_interaction_callback.keys import REMOVED_FRACTION_KEY
 from sft_interaction_callback.noise_floor import measure_floor
 
 __all__ = [
     "eval_value",
+    "keep_step_of",
     "mark_best_checkpoint",
     "measure_floor",
     "observe",
     "restore_at_end",
+    "restore_score",
     "restore_step_of",
+    "stage_metric_of",
 ]
 
 logger = logging.getLogger("sft_interaction_callback")
@@ -70,6 +80,18 @@ def restore_step_of(stopper: Any) -> int | None:
     return _stopper_attr(stopper, "restore_step", int)
 
 
+def keep_step_of(stopper: Any) -> int | None:
+    """The step whose checkpoint restore-best must keep now (``keep_step``, else the
+    ``restore_step``), the inner rule's for a wrapper."""
+    step = _stopper_attr(stopper, "keep_step", int)
+    return restore_step_of(stopper) if step is None else step
+
+
+def stage_metric_of(stopper: Any) -> str:
+    """The metric the stopper's stage test reads (the removed share by default)."""
+    return _stopper_attr(stopper, "stage_metric", str) or REMOVED_FRACTION_KEY
+
+
 def stage_end_of(stopper: Any) -> int | None:
     """Where the stopper's denoising stage ended (None: not yet, or no such notion)."""
     return _stopper_attr(stopper, "stage_ended_at", int)
@@ -77,8 +99,10 @@ def stage_end_of(stopper: Any) -> int | None:
 
 def _enabled(callback: Any, args: Any) -> bool:
     cfg = callback.config
-    return bool(getattr(cfg, "restore_best", False)) and cfg.early_stopping and (
-        not getattr(args, "load_best_model_at_end", False)
+    return (
+        bool(getattr(cfg, "restore_best", False))
+        and cfg.early_stopping
+        and (not getattr(args, "load_best_model_at_end", False))
     )
 
 
@@ -100,7 +124,7 @@ def mark_best_checkpoint(callback: Any, args: Any, state: Any, control: Any) -> 
     """After a probe point: when it is the new best, have the Trainer save a checkpoint."""
     try:
         step = int(state.global_step)
-        if not _enabled(callback, args) or restore_step_of(callback.stopper) != step:
+        if not _enabled(callback, args) or keep_step_of(callback.stopper) != step:
             return
         if callback.progress.last_step != step:
             return
@@ -157,20 +181,28 @@ def _note(callback: Any, step: int, what: str) -> None:
 
     stopper = callback.stopper
     stage = stage_end_of(stopper)
-    best = getattr(stopper, "best", None)
+    best = _stopper_attr(stopper, "best", float)
+    target = _stopper_attr(stopper, "restore", str)
     logger.warning(
-        "interaction callback: restore_best: step %d (best noise %s since the stage end at "
-        "step %s): %s",
+        "interaction callback: restore_best: step %d (restore target %s; stage end confirmed "
+        "at step %s; lowest noise since then %s): %s",
         step,
-        "n/a" if best is None else f"{best:.4g}",
+        target or "n/a",
         stage,
+        "n/a" if best is None else f"{best:.4g}",
         what,
     )
     snaps = callback.snapshots
     trainer = callback.trainer
     if snaps is None or not getattr(getattr(trainer, "state", None), "is_world_process_zero", True):
         return
-    record = {"restore_step": step, "stage_ended_at": stage, "best_noise": best, "note": what}
+    record = {
+        "restore_step": step,
+        "restore_target": target,
+        "stage_ended_at": stage,
+        "best_noise": best,
+        "note": what,
+    }
     try_write("restore", lambda: atomic_write_json(snaps.root / "restore.json", record))
 
 
@@ -214,3 +246,21 @@ def observe(stopper: Any, step: int, metrics: dict[str, float]) -> None:
         except Exception:  # noqa: BLE001 - watching must never break training
             return None
     return None
+
+
+def restore_score(callback: Any, args: Any) -> float | None:
+    """``eval_interaction_restore_score``: its best over the run (the lowest, or the highest
+    with ``greater_is_better=True``) is the checkpoint restore-best loads. With
+    ``restore="removal_peak"`` minus the latest removed share (the Trainer keeps the first
+    of equal values, as the stopper keeps the earliest peak); otherwise :func:`eval_value`.
+    ``None`` before any probe."""
+    greater = bool(getattr(args, "greater_is_better", None))
+    if _stopper_attr(callback.stopper, "restore", str) == "removal_peak":
+        removed = callback.progress.last_removed
+        if removed is None:
+            return None
+        return removed if greater else -removed
+    value = eval_value(callback, args)
+    if value is None or math.isinf(value) or not greater:
+        return value
+    return -value

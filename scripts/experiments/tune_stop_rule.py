@@ -38,7 +38,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from compare import value_at  # noqa: E402
 from replay_stops import (  # noqa: E402
-    NEW,
     Rule,
     Run,
     load_run_dir,
@@ -457,11 +456,11 @@ def _regret(run: Run, step: int) -> float:
     return 100 * (run.best - value_at(run.accuracy, step))
 
 
-def _variant_steps(run: Run) -> dict[str, int]:
-    """The restore steps of the two restore targets explored in session 6 (tuning seeds):
-    the noise minimum from the first point where removal reached 90% of its running max
-    at the stage end, and the peak of removal up to the stop."""
-    stopper = NEW.make(run.floor)
+def _retro_step(run: Run) -> int:
+    """The restore step of a target explored in session 6 (tuning seeds; not adopted): the
+    noise minimum from the first point where removal reached 90% of its running max at the
+    stage end (the last model when the stage never ends)."""
+    stopper = Rule("retro", {"restore": "min"}).make(run.floor)
     noise, removed = run.curves["noise"], run.curves["removed_fraction"]
     stop, peak_at_end = None, None
     for step in _probe_steps(run):
@@ -474,42 +473,49 @@ def _variant_steps(run: Run) -> dict[str, int]:
             stop = step
             break
     end = stop if stop is not None else run.max_steps
+    if peak_at_end is None:
+        return end
     upto = [s for s in _probe_steps(run) if s <= end and removed.get(s) is not None]
-    peak = min(upto, key=lambda s: (-removed[s], s))
-    if peak_at_end is None:  # the stage never ended: the rule keeps the last model
-        return {"retro 90%, noise min": end, "peak removal up to the stop": peak}
     start = min(s for s in upto if removed[s] >= 0.9 * peak_at_end)
     window = [s for s in _probe_steps(run) if start <= s <= end]
-    return {
-        "retro 90%, noise min": min(window, key=lambda s: (noise[s], s)),
-        "peak removal up to the stop": peak,
-    }
+    return min(window, key=lambda s: (noise[s], s))
+
+
+#: the restore targets a ceiling table compares (the rest of the rule at its defaults)
+CEILING_TARGETS = {
+    "restore-best, target removal_peak (default from session 6)": "removal_peak",
+    "restore-best, target min (default before)": "min",
+}
 
 
 def ceiling_rows(runs: list[Run], eval_loss_regret: list[float]) -> dict[str, list[float]]:
     """Per row name, the regret (pp) of each run: eval-loss patience 3 + load best, the
-    rule with restore-best, and the best probe-point checkpoint (an oracle reading the
-    judged accuracy) among those the rule may restore (stage end .. stop), up to the stop,
-    and in the whole run; then the session-6 restore variants."""
+    rule with restore-best at each of :data:`CEILING_TARGETS`, and the best probe-point
+    checkpoint (an oracle reading the judged accuracy) among those target ``min`` may
+    restore (stage end .. stop), up to the stop, and in the whole run; then a target
+    explored in session 6."""
     rows: dict[str, list[float]] = {"eval-loss patience 3 + load best": eval_loss_regret}
     for run in runs:
-        r = replay(run, NEW)
+        r = replay(run, Rule("min", {"restore": "min"}))
         end = r["stop"] if r["stop"] is not None else run.max_steps
         steps = _probe_steps(run)
         allowed = (
             [end] if r["stage_end"] is None else [s for s in steps if r["stage_end"] <= s <= end]
         )
         got = {
-            "rule + restore-best (shipped)": r["regret_pp"],
-            "oracle: stage end .. stop (what restore-best may pick)": min(
+            name: replay(run, Rule(name, {"restore": target}))["regret_pp"]
+            for name, target in CEILING_TARGETS.items()
+        }
+        got |= {
+            "oracle: stage end .. stop (what target min may pick)": min(
                 _regret(run, s) for s in allowed
             ),
-            "oracle: any probe point up to the stop": min(
+            "oracle: any probe point up to the stop (removal_peak may pick)": min(
                 _regret(run, s) for s in steps if s <= end
             ),
             "oracle: any probe point": min(_regret(run, s) for s in steps),
         }
-        got.update({k: _regret(run, s) for k, s in _variant_steps(run).items()})
+        got["retro 90%, noise min (explored, not adopted)"] = _regret(run, _retro_step(run))
         for k, v in got.items():
             rows.setdefault(k, []).append(v)
     return rows

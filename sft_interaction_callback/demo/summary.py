@@ -24,6 +24,7 @@ from sft_interaction_callback.keys import (
     category_key,
 )
 from sft_interaction_callback.tracking.shadow import ProbePoints, ShadowStopper
+from sft_interaction_callback.tracking.stopping import RESTORE_MEANING
 
 __all__ = ["format_summary", "summarise"]
 
@@ -103,6 +104,7 @@ def summarise(
             "before_last_step": stop is not None and stop < settings.max_steps,
             "denoising_stage_ended_at": stage_end,
             "restore_step": restore,
+            "restore_target": getattr(inner, "restore", None),
             "noise_floor": getattr(inner, "floor", None),
             "min_delta": getattr(inner, "min_delta", None),
         },
@@ -251,10 +253,11 @@ def format_summary(s: Mapping[str, Any]) -> str:
         "stop step is the one early stopping would keep)"
     )
     restored = stop.get("restore_step")
+    meaning = RESTORE_MEANING.get(stop.get("restore_target") or "", "the stopper's target")
     lines.append(
         "restore-best: "
         + (f"back to the checkpoint of step {restored}" if restored is not None else "nothing")
-        + " (lowest noise since the stage end, up to the stop)"
+        + f" ({meaning})"
     )
     lines.append(
         f"held-out accuracy: step 0 {_pct(acc['step0'])} | stage end {_pct(acc.get('stage_end'))}"

@@ -120,6 +120,34 @@ def test_interaction_noise_selects_the_best_model(make_trainer, tmp_path, h, res
     assert early.early_stopping_patience_counter == counter
 
 
+def test_restore_score_makes_the_trainer_pick_the_removal_peak(make_trainer, tmp_path, h):
+    # the default target: load_best_model_at_end on the restore score keeps the checkpoint
+    # restore-best would load (its own restore is off when load_best_model_at_end is set)
+    stopper = NoiseRiseStopper(stage_end_step=10, patience=100)
+    assert stopper.restore == "removal_peak"
+    trainer, cb = make_trainer(
+        tmp_path,
+        {"schedule": 5, "stopper": stopper},
+        eval_strategy="steps",
+        eval_steps=5,
+        save_strategy="steps",
+        save_steps=5,
+        metric_for_best_model="interaction_restore_score",
+        load_best_model_at_end=True,
+    )
+    assert trainer.args.greater_is_better  # the Trainer's default for a non-loss name
+    trainer.train()
+    removed = h.logged(trainer, "interactions/removed/fraction")
+    scores = h.logged(trainer, "eval_interaction_restore_score")
+    assert sorted(scores) == [5, 10, 15, 20]
+    assert all(scores[s] == pytest.approx(removed[s]) for s in scores)  # higher is better
+    peak = max(removed[s] for s in scores)
+    peak_step = min(s for s in scores if removed[s] == peak)
+    assert stopper.restore_step == peak_step
+    assert trainer.state.best_model_checkpoint.endswith(f"checkpoint-{peak_step}")
+    assert getattr(cb, "restored_step", None) is None  # the Trainer restored, not the callback
+
+
 def test_eval_metric_is_nan_when_needed_but_never_probed(make_trainer, tmp_path, h):
     trainer, cb = make_trainer(
         tmp_path,

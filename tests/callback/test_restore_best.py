@@ -83,23 +83,29 @@ def test_no_restore_and_no_extra_checkpoint_when_off(make_trainer, tmp_path):
     assert getattr(cb, "restored_step", None) is None
 
 
-def test_resume_keeps_the_best_so_far(make_trainer, tmp_path, h):
+@pytest.mark.parametrize("restore", ["min", "removal_peak"])
+def test_resume_keeps_the_best_so_far(make_trainer, tmp_path, h, restore):
     kw = {"schedule": 5, "min_delta": 0.0}
-    first_stopper = NoiseRiseStopper(stage_end_step=5, patience=100)
+    first_stopper = NoiseRiseStopper(stage_end_step=5, patience=100, restore=restore)
     trainer, cb = make_trainer(
         tmp_path, {**kw, "stopper": first_stopper}, save_strategy="steps", save_steps=5
     )
     trainer.train()
     target = cb.restored_step
-    assert target is not None and 5 <= target < 15  # before the resume point below
-    noise = h.logged(trainer, "interactions/noise")
-    assert noise[target] == min(v for s, v in noise.items() if s >= 5)
+    if restore == "min":
+        assert target is not None and 5 <= target < 15  # before the resume point below
+        noise = h.logged(trainer, "interactions/noise")
+        assert noise[target] == min(v for s, v in noise.items() if s >= 5)
+    else:  # the earliest peak of the removed share over every probe point after step 0
+        removed = h.logged(trainer, "interactions/removed/fraction")
+        peak = max(v for s, v in removed.items() if s > 0)
+        assert target == min(s for s, v in removed.items() if s > 0 and v == peak)
     expected = _current(trainer.model, True)
 
     # Resume from step 15: the best so far may be before it; it is still the one restored.
     again, cb2 = make_trainer(
         tmp_path,
-        {**kw, "stopper": NoiseRiseStopper(stage_end_step=5, patience=100)},
+        {**kw, "stopper": NoiseRiseStopper(stage_end_step=5, patience=100, restore=restore)},
         save_strategy="steps",
         save_steps=5,
     )
@@ -166,3 +172,23 @@ def test_eval_value_keeps_the_stage_end_best_under_restore_stage_end():
     assert eval_value(cb, lower) == 0.3  # the stage-end point itself
     cb.progress.last_noise, cb.progress.last_noise_step = 0.1, 30  # lower, but later
     assert eval_value(cb, lower) == math.inf and eval_value(cb, higher) == -math.inf
+
+
+def test_restore_score_orders_checkpoints_as_restore_best_does():
+    from sft_interaction_callback.restore_best import restore_score
+
+    lower, higher = (
+        SimpleNamespace(greater_is_better=False),
+        SimpleNamespace(greater_is_better=True),
+    )
+    progress = SimpleNamespace(last_noise=0.2, last_noise_step=30, last_removed=None)
+    peak = SimpleNamespace(progress=progress, stopper=ShadowStopper(NoiseRiseStopper()))
+    assert restore_score(peak, lower) is None  # no probe point yet
+    progress.last_removed = 0.6
+    assert restore_score(peak, lower) == -0.6 and restore_score(peak, higher) == 0.6
+    # "min": the noise, worst before the stage end, oriented for greater_is_better too
+    by_min = SimpleNamespace(progress=progress, stopper=NoiseRiseStopper(restore="min"))
+    assert restore_score(by_min, lower) == math.inf
+    assert restore_score(by_min, higher) == -math.inf
+    by_min.stopper.stage_ended_at = 20
+    assert restore_score(by_min, lower) == 0.2 and restore_score(by_min, higher) == -0.2

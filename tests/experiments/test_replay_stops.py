@@ -41,7 +41,7 @@ def test_shipped_rule_replays_the_stored_study_b_stops(replay):
         assert replay.replay(run, replay.SHIPPED)["stop"] == record["stop"]["interaction"]["step"]
 
 
-def test_restore_best_goes_back_to_the_lowest_signal_after_the_stage_end(replay):
+def test_restore_min_goes_back_to_the_lowest_signal_after_the_stage_end(replay):
     steps = [10, 20, 30, 40, 50, 60, 70, 80]
     run = replay.Run(
         "synthetic",
@@ -52,7 +52,7 @@ def test_restore_best_goes_back_to_the_lowest_signal_after_the_stage_end(replay)
         {s: 0.9 if s == 50 else 0.8 for s in [0, *steps]},
         80,
     )
-    got = replay.replay(run, replay.Rule("r", {"min_delta": 0.0}))
+    got = replay.replay(run, replay.Rule("r", {"min_delta": 0.0, "restore": "min"}))
     assert got["stage_end"] == 30 and got["stop"] == 70 and got["model_step"] == 50
     assert got["regret_pp"] == pytest.approx(0.0)
     assert "| eval-loss patience 3 + load best (stored) |" in replay.stored_table()
@@ -92,7 +92,11 @@ def test_regenerated_files_let_each_rule_read_its_own_signal(replay, tmp_path, m
     steps = [0, 10, 20, 30, 40, 50, 60, 70, 80]
     curves = {
         "accuracy": {str(s): (0.9 if s == 40 else 0.8) for s in steps},
-        "removed_fraction": {str(s): 0.5 for s in steps},
+        # removal peaks at 40 (the default restore target), the stage end confirmed at 70
+        "removed_fraction": {
+            str(s): v
+            for s, v in zip(steps, [0, 0.2, 0.4, 0.45, 0.5, 0.48, 0.48, 0.48, 0.48], strict=True)
+        },
         "noise": {
             str(s): v
             for s, v in zip(steps, [0, 0.5, 0.5, 0.5, 0.1, 0.3, 0.4, 0.5, 0.6], strict=True)

@@ -27,19 +27,23 @@ def _run(tune):
 
 def test_ceiling_rows_bound_the_rule_by_the_checkpoints_each_row_allows(tune):
     run = _run(tune)
-    replayed = tune.replay(run, tune.NEW)
+    replayed = tune.replay(run, tune.Rule("min", {"restore": "min"}))
     assert (replayed["stage_end"], replayed["stop"], replayed["model_step"]) == (90, 140, 100)
+    assert tune.replay(run, tune.Rule("peak", {}))["model_step"] == 120  # the default target
     rows = tune.ceiling_rows([run], [1.5])
     assert rows["eval-loss patience 3 + load best"] == [1.5]
-    assert rows["rule + restore-best (shipped)"] == pytest.approx([5.0])  # step 100
-    # the rule may only pick 90..140: its best is step 100 (0.95), not step 40 (1.0)
-    assert rows["oracle: stage end .. stop (what restore-best may pick)"] == pytest.approx([5.0])
-    assert rows["oracle: any probe point up to the stop"] == pytest.approx([0.0])
+    # the removal peak (0.97 at 120, accuracy 0.9); the noise minimum since the stage end
+    assert rows["restore-best, target removal_peak (default from session 6)"] == pytest.approx(
+        [10.0]
+    )
+    assert rows["restore-best, target min (default before)"] == pytest.approx([5.0])
+    # target min may only pick 90..140: its best is step 100 (0.95), not step 40 (1.0)
+    assert rows["oracle: stage end .. stop (what target min may pick)"] == pytest.approx([5.0])
+    assert rows["oracle: any probe point up to the stop (removal_peak may pick)"] == [0.0]
     assert rows["oracle: any probe point"] == pytest.approx([0.0])
-    # the removal peak (0.97 at 120, accuracy 0.9) and the noise minimum from the first
-    # point with removal >= 90% of its plateau at the stage end (0.9 * 0.95: step 40)
-    assert rows["peak removal up to the stop"] == pytest.approx([10.0])
-    assert rows["retro 90%, noise min"] == pytest.approx([5.0])
+    # the noise minimum from the first point with removal >= 90% of its plateau at the
+    # stage end (0.9 * 0.95: step 40)
+    assert rows["retro 90%, noise min (explored, not adopted)"] == pytest.approx([5.0])
 
 
 def test_ceiling_table_reports_paired_differences_from_eval_loss(tune, tmp_path, monkeypatch):
@@ -50,5 +54,5 @@ def test_ceiling_table_reports_paired_differences_from_eval_loss(tune, tmp_path,
     text = out.read_text()
     assert "| set (n=2) |" in text
     assert "| eval-loss patience 3 + load best | 2.00 ± 1.41 |" in text
-    # shipped 5.0 on both runs minus eval-loss 1.0 / 3.0: paired mean +3.00
-    assert "| rule + restore-best (shipped) | 5.00 ± 0.00; +3.00 [" in text
+    # target min: 5.0 on both runs minus eval-loss 1.0 / 3.0: paired mean +3.00
+    assert "| restore-best, target min (default before) | 5.00 ± 0.00; +3.00 [" in text

@@ -106,6 +106,36 @@ def _feed(stopper, removed, noise=None, start=10, every=10):
     return out
 
 
+def test_removal_peak_is_kept_from_the_first_point_and_restored_after_the_stage_end():
+    # removal peaks at step 50 (0.9; 0.9 again at 80: the earliest wins), before the
+    # plateau test confirms the stage end; a higher value after the stop does not count
+    removed = [0.2, 0.6, 0.85, 0.88, 0.9, 0.86, 0.87, 0.9, 0.88, 0.88, 0.88, 0.95]
+    noise = [0.3, 0.2, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.4, 0.5, 0.6, 0.7]
+    s = NoiseRiseStopper(patience=2, min_delta=0.05)
+    keep, restore = [], []
+    for k, (r, y) in enumerate(zip(removed, noise, strict=True)):
+        s.update(10 + 10 * k, {REMOVED_FRACTION_KEY: r, NOISE_KEY: y})
+        keep.append(s.keep_step)
+        restore.append(s.restore_step)
+    assert keep[:5] == [10, 20, 30, 40, 50]  # a new candidate at every new maximum
+    assert s.stage_ended_at == 70  # confirmed after the peak at 50
+    assert restore[:6] == [None] * 6 and restore[6] == 50
+    assert s.stop_step == 100 and s.restore_step == 50 and s.removal_peak == 0.9
+    assert s.best_step == 70  # the stop still reads the noise minimum since the stage end
+    resumed = NoiseRiseStopper(patience=2, min_delta=0.05)
+    resumed.load_state_dict(s.state_dict())
+    assert (resumed.removal_peak_step, resumed.restore_step) == (50, 50)
+    # a state saved before session 6 (no removal peak) loads with no candidate yet
+    old = s.state_dict()
+    del old["removal_peak"], old["removal_peak_step"]
+    resumed.load_state_dict(old)
+    assert resumed.removal_peak_step is None and resumed.restore_step is None
+    # the other targets keep their meaning; keep_step is their restore step
+    by_min = NoiseRiseStopper(patience=2, min_delta=0.05, restore="min")
+    _feed(by_min, removed, noise)
+    assert by_min.restore_step == by_min.keep_step == 70
+
+
 def test_plateau_stage_end_ignores_a_single_dip():
     smooth = [0.2, 0.4, 0.55, 0.6, 0.6, 0.61, 0.61, 0.61, 0.61, 0.61, 0.61]
     dipped = list(smooth)
@@ -151,7 +181,7 @@ def test_min_delta_is_a_multiple_of_the_floor_and_the_restore_step():
     by_min.set_floor(0.01)
     _feed(by_min, removed, noise)
     assert by_min.restore_step == 60  # the minimum itself
-    assert NoiseRiseStopper().restore == "min"  # the default
+    assert NoiseRiseStopper().restore == "removal_peak"  # the default (session 6)
     at_stage_end = NoiseRiseStopper(patience=2, restore="stage_end")
     at_stage_end.set_floor(0.01)
     _feed(at_stage_end, removed, noise)
