@@ -74,7 +74,7 @@ def stops_table(groups_: dict[tuple[str, str], list[dict]]) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for (setting, cfg), rs in groups_.items():
-        judged = [r.get("stops") or judge(r) for r in rs]
+        judged = [judge(r) for r in rs]
         for name, label in LABELS.items():
             lines.append(
                 f"| {setting} | {cfg} | {len(rs)} | {label} | "
@@ -94,7 +94,7 @@ def stops_table(groups_: dict[tuple[str, str], list[dict]]) -> str:
         "|---|---|---|---|" + "---|" * len(RIVALS),
     ]
     for (setting, cfg), rs in groups_.items():
-        judged = [r.get("stops") or judge(r) for r in rs]
+        judged = [judge(r) for r in rs]
         for mine in INTERACTION:
             cells = [
                 _ci([j[mine]["regret_pp"] - j[rival]["regret_pp"] for j in judged])
@@ -133,7 +133,7 @@ def compact_table(groups_: dict[tuple[str, str], list[dict]]) -> str:
         "|---|---|---|---|" + "---|" * len(order),
     ]
     for (setting, cfg), rs in groups_.items():
-        judged = [r.get("stops") or judge(r) for r in rs]
+        judged = [judge(r) for r in rs]
         cells = [_ms([j[n]["regret_pp"] for j in judged]) for n in order]
         lines.append(
             f"| {setting} | {cfg} | {len(rs)} | "
@@ -146,7 +146,7 @@ def compact_table(groups_: dict[tuple[str, str], list[dict]]) -> str:
         "|---|---|---|---|---|---|",
     ]
     for (setting, cfg), rs in groups_.items():
-        judged = [r.get("stops") or judge(r) for r in rs]
+        judged = [judge(r) for r in rs]
         cells = [
             _ci([j["interaction_restore"]["regret_pp"] - j[o]["regret_pp"] for j in judged])
             for o in ("patience_best", "eb", "end")
@@ -277,7 +277,7 @@ def curves_table(runs: list[dict], tuning: set[int]) -> str:
     lines = ["| run | judging acc. step 0 / best / end (%) | kept step: " + " / ".join(
         LABELS[n].split(" (")[0] for n in LABELS) + " |", "|---|---|---|"]  # fmt: skip
     for r in runs:
-        j = r.get("stops") or judge(r)
+        j = judge(r)
         acc = [p["judge_acc"] for p in r["points"].values()]
         tag = " (tuning)" if r["seed"] in tuning else ""
         lines.append(
@@ -342,7 +342,7 @@ def plot(groups_: dict[tuple[str, str], list[dict]], path: Path) -> None:
         for name, color in (("interaction_restore", "red"), ("patience_best", "purple"),
                             ("eb", "green")):  # fmt: skip
             for k, r in enumerate(rs):
-                used = (r.get("stops") or judge(r))[name]["used_step"]
+                used = (judge(r))[name]["used_step"]
                 ax.axvline(used, color=color, alpha=0.35, lw=1.5,
                            label=LABELS[name] if k == 0 else None)  # fmt: skip
         ax.set_xlabel("step")
