@@ -125,10 +125,10 @@ class NoiseRiseStopper:
     end only later, so this point may lie before :attr:`stage_ended_at`; it is never a
     point from before removal happened. :attr:`keep_step` names it from the first point
     on, so the callback keeps its checkpoint before the stage end is confirmed. On the
-    shipped demo (lr 2e-3, 90 runs: tuning seeds 100-129, judged seeds 600-619, 800-819
-    and 900-919) it trails eval-loss patience 3 + load best by less than ``"min"`` does
-    (2.93 against 4.11 pp mean regret, paired -1.18 [-2.35, -0.00]); adopted after
-    judged numbers had been seen, and judged again on fresh seeds
+    shipped demo (lr 2e-3, 110 runs: tuning seeds 100-129, judged seeds 600-619, 800-819,
+    900-919 and 940-959) its mean regret is 3.19 pp against 4.20 for ``"min"`` (paired
+    -1.00 [-2.29, +0.28]) and 1.52 for eval-loss patience 3 + load best; adopted after
+    judged numbers had been seen, then judged on fresh seeds 940-959: 4.32 against 4.59
     (docs/results/stop_rule/README.md, session 6). ``restore="min"`` (the default
     before): the point of the running minimum of ``metric`` since the stage end.
     ``restore="stage_end"``: the point where the stage end was confirmed; the stop then
