@@ -253,7 +253,9 @@ def restore_score(callback: Any, args: Any) -> float | None:
     with ``greater_is_better=True``) is the checkpoint restore-best loads. With
     ``restore="removal_peak"`` minus the latest removed share (the Trainer keeps the first
     of equal values, as the stopper keeps the earliest peak); otherwise :func:`eval_value`.
-    ``None`` before any probe."""
+    ``None`` before any probe. One difference remains: when the stage end is never
+    confirmed, restore-best keeps the last weights, while the Trainer's best is still the
+    removal peak."""
     greater = bool(getattr(args, "greater_is_better", None))
     if _stopper_attr(callback.stopper, "restore", str) == "removal_peak":
         removed = callback.progress.last_removed
