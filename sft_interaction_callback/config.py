@@ -130,9 +130,10 @@ class InteractionConfig:
         None,
     )
     restore_best: bool = _help(
-        "Once the rule fires (or at the end of training), load the checkpoint with the lowest "
-        "noise after the denoising stage (saved at probe points); no eval set needed. Off "
-        "with early_stopping=False or load_best_model_at_end=True.",
+        "Once the rule fires (or at the end of training), load the checkpoint of the "
+        "stopper's restore target (saved at probe points; NoiseRiseStopper default: where "
+        "the removed share peaked, the most denoised model); no eval set needed. Off with "
+        "early_stopping=False or load_best_model_at_end=True.",
         True,
     )
     floor_perturbation: float | None = _help(
