@@ -35,14 +35,8 @@ from sft_interaction_callback.callback_state import (
 from sft_interaction_callback.config import InteractionConfig
 from sft_interaction_callback.distributed import Collective
 from sft_interaction_callback.extract import find_tokenizer, unwrap_for_probing
-from sft_interaction_callback.keys import (
-    EVAL_METRIC,
-    EVAL_RESTORE_SCORE,
-    SECONDS_MAX_KEY,
-    STOP_REASON_KEY,
-    STOP_STEP_KEY,
-)
-from sft_interaction_callback.metric_log import MetricLog, add_eval_metric, eval_prefixes
+from sft_interaction_callback.keys import SECONDS_MAX_KEY, STOP_REASON_KEY, STOP_STEP_KEY
+from sft_interaction_callback.metric_log import MetricLog, add_eval_metrics, eval_prefixes
 from sft_interaction_callback.recording import ProbePoint, StopDecision, record_point, record_skip
 from sft_interaction_callback.reference import add_reference
 from sft_interaction_callback.restore import resume_tracking
@@ -228,8 +222,7 @@ class InteractionCallback(TrainerCallback):
         **kwargs: Any,
     ) -> None:
         for prefix in eval_prefixes(logs or {}):
-            for metric, value in self._eval_metrics(args):
-                add_eval_metric(args, logs, prefix, value, state.log_history, metric)
+            add_eval_metrics(args, logs, prefix, best.eval_metrics(self, args), state.log_history)
 
     def on_evaluate(
         self,
@@ -241,15 +234,7 @@ class InteractionCallback(TrainerCallback):
     ) -> None:
         if metrics is not None:
             for prefix in eval_prefixes(metrics) or ["eval"]:
-                for metric, value in self._eval_metrics(args):
-                    add_eval_metric(args, metrics, prefix, value, None, metric)
-
-    def _eval_metrics(self, args: TrainingArguments) -> list[tuple[str, float | None]]:
-        """The metrics added to every evaluation: the noise and the restore score."""
-        return [
-            (EVAL_METRIC, best.eval_value(self, args)),
-            (EVAL_RESTORE_SCORE, best.restore_score(self, args)),
-        ]
+                add_eval_metrics(args, metrics, prefix, best.eval_metrics(self, args), None)
 
     def on_train_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any

@@ -18,7 +18,7 @@ from sft_interaction_callback.keys import EVAL_METRIC, eval_metric_key
 from sft_interaction_callback.progress import console_hidden, print_summary
 from sft_interaction_callback.reporting.wandb_log import WandbExtras
 
-__all__ = ["MetricLog", "add_eval_metric", "eval_prefixes"]
+__all__ = ["MetricLog", "add_eval_metric", "add_eval_metrics", "eval_prefixes"]
 
 
 class MetricLog:
@@ -97,6 +97,18 @@ def eval_prefixes(logs: Mapping[str, Any]) -> list[str]:
             if prefix != "train" and f"{prefix}_samples_per_second" in logs:
                 out.append(prefix)
     return out
+
+
+def add_eval_metrics(
+    args: Any,
+    metrics: dict[str, Any],
+    prefix: str,
+    values: list[tuple[str, float | None]],
+    history: list[dict[str, Any]] | None,
+) -> None:
+    """:func:`add_eval_metric` for each ``(metric, value)`` of ``values``."""
+    for metric, value in values:
+        add_eval_metric(args, metrics, prefix, value, history, metric)
 
 
 def add_eval_metric(

@@ -48,10 +48,11 @@ import os
 import warnings
 from typing import Any
 
-from sft_interaction_callback.keys import REMOVED_FRACTION_KEY
+from sft_interaction_callback.keys import EVAL_METRIC, EVAL_RESTORE_SCORE, REMOVED_FRACTION_KEY
 from sft_interaction_callback.noise_floor import measure_floor
 
 __all__ = [
+    "eval_metrics",
     "eval_value",
     "keep_step_of",
     "mark_best_checkpoint",
@@ -266,3 +267,11 @@ def restore_score(callback: Any, args: Any) -> float | None:
     if value is None or math.isinf(value) or not greater:
         return value
     return -value
+
+
+def eval_metrics(callback: Any, args: Any) -> list[tuple[str, float | None]]:
+    """What the callback adds to every evaluation: the noise and the restore score."""
+    return [
+        (EVAL_METRIC, eval_value(callback, args)),
+        (EVAL_RESTORE_SCORE, restore_score(callback, args)),
+    ]
