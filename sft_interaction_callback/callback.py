@@ -45,7 +45,6 @@ from sft_interaction_callback.sharded_weights import (
     resolve_mode,
     sharded_parameters,
 )
-from sft_interaction_callback.snapshots import try_write
 from sft_interaction_callback.tracking.stopping import ask_stopper
 
 __all__ = ["InteractionCallback"]
@@ -175,19 +174,12 @@ class InteractionCallback(TrainerCallback):
     def on_save(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        """Write the callback's state into the checkpoint folder just saved (main process)."""
+        """Main process: delete checkpoints kept only for restore-best that are superseded,
+        then write the callback's state into the checkpoint folder just saved."""
         if self.tracker is None or not state.is_world_process_zero:
             return
-        folder = resume.checkpoint_dir(self.trainer, args, state)
-        if not folder.is_dir():
-            warnings.warn(
-                f"interaction callback: checkpoint folder {folder} not found; its state is not "
-                "saved with this checkpoint (a resume from it re-bases the interactions)",
-                stacklevel=2,
-            )
-            return
-        step = state.global_step
-        try_write("callback state", lambda: resume.write_state(folder, self.state_dict(), step))
+        best.prune_superseded(self, args, state)
+        resume.save_into_checkpoint(self.trainer, args, state, self.state_dict)
 
     def on_step_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any

@@ -49,6 +49,8 @@ class RunProgress:
     last_noise_step: int | None = None
     #: the removed share of the latest successful probe point (the restore score)
     last_removed: float | None = None
+    #: steps of checkpoints saved only for restore-best (deleted once superseded)
+    extra_checkpoints: list[int] = field(default_factory=list)
     #: ``{"step": int, "reason": str}`` once the stopper fired
     stop: dict[str, Any] | None = None
     #: why tracking is off for this run (the step-0 probe failed), else None

@@ -19,6 +19,8 @@ quality, so a rule that only *stops* is late by construction. With ``restore_bes
   every candidate has a checkpoint. When the user has no
   ``metric_for_best_model``, that folder is also recorded as
   ``state.best_model_checkpoint``, which keeps ``save_total_limit`` from deleting it.
+  Checkpoints saved only for this (not by the user's own ``save_strategy``) are deleted
+  once a later candidate supersedes them (:func:`prune_superseded`).
 * **Restore.** In ``on_train_end`` (after a stop, or at the end of training) the weights
   of that checkpoint are loaded through the Trainer's own best-model loader, so full
   models, sharded checkpoints and PEFT adapters (LoRA) load as ``load_best_model_at_end``
@@ -45,6 +47,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 import warnings
 from typing import Any
 
@@ -58,6 +61,7 @@ __all__ = [
     "mark_best_checkpoint",
     "measure_floor",
     "observe",
+    "prune_superseded",
     "restore_at_end",
     "restore_score",
     "restore_step_of",
@@ -132,8 +136,46 @@ def mark_best_checkpoint(callback: Any, args: Any, state: Any, control: Any) -> 
         control.should_save = True
         if getattr(args, "metric_for_best_model", None) is None:
             state.best_model_checkpoint = _checkpoint_dir(callback, args, step)
+        if not _own_save(args, state, step):
+            callback.progress.extra_checkpoints.append(step)
     except Exception as err:  # noqa: BLE001 - never break training
         warnings.warn(f"restore_best: step {state.global_step}: {err}", stacklevel=2)
+
+
+def _own_save(args: Any, state: Any, step: int) -> bool:
+    """Whether the user's own ``save_strategy`` saves at ``step`` anyway ("steps": every
+    ``save_steps`` and the last step; "no": never; any other strategy: assumed yes)."""
+    strategy = getattr(args, "save_strategy", "no")
+    strategy = str(getattr(strategy, "value", strategy))
+    if strategy == "no":
+        return False
+    if strategy != "steps":
+        return True
+    every = getattr(state, "save_steps", None) or getattr(args, "save_steps", None)
+    last = getattr(state, "max_steps", None)
+    if isinstance(last, int) and last > 0 and step >= last:
+        return True
+    return isinstance(every, (int, float)) and every >= 1 and step % int(every) == 0
+
+
+def prune_superseded(callback: Any, args: Any, state: Any) -> None:
+    """After a save (main process): delete the checkpoints restore-best had the Trainer
+    save beyond the user's own ``save_strategy`` once they are no longer the candidate,
+    so a full fine-tuning run does not keep one model copy per early removal maximum. The
+    Trainer's own best checkpoint (``metric_for_best_model``) is never deleted."""
+    extra = callback.progress.extra_checkpoints
+    keep = keep_step_of(callback.stopper)
+    user_best = None
+    if getattr(args, "metric_for_best_model", None) is not None:
+        user_best = state.best_model_checkpoint
+    for step in [s for s in extra if s != keep]:
+        folder = _checkpoint_dir(callback, args, step)
+        try:
+            if os.path.isdir(folder) and folder != user_best:
+                shutil.rmtree(folder)
+            extra.remove(step)
+        except OSError as err:
+            warnings.warn(f"restore_best: could not delete {folder}: {err}", stacklevel=2)
 
 
 def restore_at_end(callback: Any, args: Any, state: Any) -> int | None:

@@ -30,7 +30,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,12 +43,14 @@ from sft_interaction_callback.snapshots import (
     json_safe,
     load_tensors,
     step_filename,
+    try_write,
 )
 from sft_interaction_callback.trainer_link import requested_checkpoint
 
 __all__ = [
     "STATE_FILE",
     "ResumePlan",
+    "save_into_checkpoint",
     "SnapshotError",
     "checkpoint_dir",
     "find_resume_checkpoint",
@@ -105,6 +108,23 @@ def checkpoint_dir(trainer: Any, args: Any, state: Any) -> Path:
             run_dir = None
     run_dir = run_dir or args.output_dir
     return Path(run_dir) / f"checkpoint-{int(state.global_step)}"
+
+
+def save_into_checkpoint(
+    trainer: Any, args: Any, state: Any, state_dict: Callable[[], Mapping[str, Any]]
+) -> None:
+    """Write the callback's state into the checkpoint the Trainer has just saved; a missing
+    folder or a failed write warns (a resume from it then re-bases the interactions)."""
+    folder = checkpoint_dir(trainer, args, state)
+    if not folder.is_dir():
+        warnings.warn(
+            f"interaction callback: checkpoint folder {folder} not found; its state is not "
+            "saved with this checkpoint (a resume from it re-bases the interactions)",
+            stacklevel=3,
+        )
+        return
+    step = state.global_step
+    try_write("callback state", lambda: write_state(folder, state_dict(), step))
 
 
 def write_state(folder: str | os.PathLike, cb_state: Mapping[str, Any], step: int) -> Path:

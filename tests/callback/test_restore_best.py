@@ -192,3 +192,41 @@ def test_restore_score_orders_checkpoints_as_restore_best_does():
     assert restore_score(by_min, higher) == -math.inf
     by_min.stopper.stage_ended_at = 20
     assert restore_score(by_min, lower) == 0.2 and restore_score(by_min, higher) == -0.2
+
+
+class Moving:
+    """A stopper whose candidate moves to every probe point up to ``last`` (never fires)."""
+
+    def __init__(self, last: int) -> None:
+        self.last_seen, self.last = 0, last
+        self.stage_ended_at = 0
+        self.reason = None
+
+    @property
+    def keep_step(self):
+        return min(self.last_seen, self.last) or None
+
+    @property
+    def restore_step(self):
+        return self.keep_step
+
+    def update(self, step, metrics):
+        self.last_seen = step
+        return False
+
+
+@pytest.mark.parametrize("strategy", ["no", "steps"])
+def test_superseded_candidate_checkpoints_are_deleted(make_trainer, tmp_path, strategy):
+    # candidates at 5, 10, 15 (the last one): only checkpoints saved for restore-best
+    # alone are deleted once superseded; the user's own (every 10 steps, and the last
+    # step) are never touched
+    saving = {"save_strategy": strategy} | ({"save_steps": 10} if strategy == "steps" else {})
+    trainer, cb = make_trainer(
+        tmp_path, {"schedule": 5, "stopper": Moving(last=15)}, max_steps=20, **saving
+    )
+    trainer.train()
+    kept = sorted(int(p.name.split("-")[1]) for p in tmp_path.glob("checkpoint-*"))
+    assert kept == ([15] if strategy == "no" else [10, 15, 20])
+    assert cb.restored_step == 15
+    assert _same(_saved(tmp_path / "checkpoint-15", True), _current(trainer.model, True))
+    assert cb.progress.extra_checkpoints == [15]  # the candidate stays recorded
