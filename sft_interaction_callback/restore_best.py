@@ -53,6 +53,7 @@ from typing import Any
 
 from sft_interaction_callback.keys import EVAL_METRIC, EVAL_RESTORE_SCORE, REMOVED_FRACTION_KEY
 from sft_interaction_callback.noise_floor import measure_floor
+from sft_interaction_callback.resume import checkpoint_dir
 
 __all__ = [
     "eval_metrics",
@@ -112,17 +113,7 @@ def _enabled(callback: Any, args: Any) -> bool:
 
 
 def _checkpoint_dir(callback: Any, args: Any, step: int) -> str:
-    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-
-    trainer = callback.trainer
-    out = args.output_dir
-    get = getattr(trainer, "_get_output_dir", None)
-    if callable(get):
-        try:
-            out = get(trial=None)
-        except Exception:  # noqa: BLE001 - fall back to args.output_dir
-            out = args.output_dir
-    return os.path.join(out, f"{PREFIX_CHECKPOINT_DIR}-{step}")
+    return str(checkpoint_dir(callback.trainer, args, None, step))
 
 
 def mark_best_checkpoint(callback: Any, args: Any, state: Any, control: Any) -> None:

@@ -97,8 +97,9 @@ def table_checksum(table: torch.Tensor) -> str:
 
 
 # ---------------------------------------------------------------------- save
-def checkpoint_dir(trainer: Any, args: Any, state: Any) -> Path:
-    """The folder the Trainer has just saved the checkpoint of ``state.global_step`` into."""
+def checkpoint_dir(trainer: Any, args: Any, state: Any, step: int | None = None) -> Path:
+    """The folder the Trainer saves the checkpoint of ``step`` (default
+    ``state.global_step``) into."""
     run_dir = None
     get = getattr(trainer, "_get_output_dir", None)
     if callable(get):
@@ -107,7 +108,7 @@ def checkpoint_dir(trainer: Any, args: Any, state: Any) -> Path:
         except Exception:  # noqa: BLE001 - hyper-parameter search helpers may need a trial
             run_dir = None
     run_dir = run_dir or args.output_dir
-    return Path(run_dir) / f"checkpoint-{int(state.global_step)}"
+    return Path(run_dir) / f"checkpoint-{int(state.global_step if step is None else step)}"
 
 
 def save_into_checkpoint(
