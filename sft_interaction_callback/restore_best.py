@@ -155,18 +155,18 @@ def prune_superseded(callback: Any, args: Any, state: Any) -> None:
     so a full fine-tuning run does not keep one model copy per early removal maximum. The
     Trainer's own best checkpoint (``metric_for_best_model``) is never deleted."""
     extra = callback.progress.extra_checkpoints
-    keep = keep_step_of(callback.stopper)
-    user_best = None
-    if getattr(args, "metric_for_best_model", None) is not None:
-        user_best = state.best_model_checkpoint
-    for step in [s for s in extra if s != keep]:
-        folder = _checkpoint_dir(callback, args, step)
-        try:
+    try:
+        keep = keep_step_of(callback.stopper)
+        user_best = None
+        if getattr(args, "metric_for_best_model", None) is not None:
+            user_best = state.best_model_checkpoint
+        for step in [s for s in extra if s != keep]:
+            folder = _checkpoint_dir(callback, args, step)
             if os.path.isdir(folder) and folder != user_best:
                 shutil.rmtree(folder)
             extra.remove(step)
-        except OSError as err:
-            warnings.warn(f"restore_best: could not delete {folder}: {err}", stacklevel=2)
+    except Exception as err:  # noqa: BLE001 - never raise into the training loop
+        warnings.warn(f"restore_best: deleting a superseded checkpoint failed: {err}", stacklevel=2)
 
 
 def restore_at_end(callback: Any, args: Any, state: Any) -> int | None:
