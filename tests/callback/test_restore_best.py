@@ -230,3 +230,19 @@ def test_superseded_candidate_checkpoints_are_deleted(make_trainer, tmp_path, st
     assert cb.restored_step == 15
     assert _same(_saved(tmp_path / "checkpoint-15", True), _current(trainer.model, True))
     assert cb.progress.extra_checkpoints == [15]  # the candidate stays recorded
+
+
+def test_a_failing_delete_warns_and_training_goes_on(make_trainer, tmp_path, monkeypatch):
+    import sft_interaction_callback.restore_best as rb
+
+    def refuse(path):
+        raise PermissionError(f"read-only: {path}")
+
+    monkeypatch.setattr(rb.shutil, "rmtree", refuse)
+    trainer, cb = make_trainer(
+        tmp_path, {"schedule": 5, "stopper": Moving(last=15)}, max_steps=20, save_strategy="no"
+    )
+    with pytest.warns(UserWarning, match="deleting a superseded checkpoint failed"):
+        trainer.train()
+    assert trainer.state.global_step == 20 and cb.restored_step == 15
+    assert sorted(int(p.name.split("-")[1]) for p in tmp_path.glob("checkpoint-*")) == [5, 10, 15]
