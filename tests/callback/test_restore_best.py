@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from sft_interaction_callback import NoiseRiseStopper
+from sft_interaction_callback.keys import REMOVED_FRACTION_KEY
 from sft_interaction_callback.noise_floor import perturbed_weights
 from sft_interaction_callback.tracking.shadow import ShadowStopper
 
@@ -246,3 +247,28 @@ def test_a_failing_delete_warns_and_training_goes_on(make_trainer, tmp_path, mon
         trainer.train()
     assert trainer.state.global_step == 20 and cb.restored_step == 15
     assert sorted(int(p.name.split("-")[1]) for p in tmp_path.glob("checkpoint-*")) == [5, 10, 15]
+
+
+class ScriptedRemoval(NoiseRiseStopper):
+    """The default rule fed a scripted removed share (the real noise is kept)."""
+
+    SCRIPT = {5: 0.4, 10: 0.9, 15: 0.8, 20: 0.85}
+
+    def update(self, step, metrics):
+        return super().update(step, {**metrics, REMOVED_FRACTION_KEY: self.SCRIPT.get(step)})
+
+
+def test_removal_peak_before_the_confirmed_stage_end_is_restored(make_trainer, tmp_path, h):
+    # the peak (step 10) comes before the stage end is confirmed (step 15): its
+    # checkpoint was kept from the start, the earlier candidate (step 5) deleted
+    stopper = ScriptedRemoval(stage_end_step=15, patience=100)
+    trainer, cb = make_trainer(
+        tmp_path, {"schedule": 5, "stopper": stopper}, max_steps=20, save_strategy="no"
+    )
+    trainer.train()
+    assert stopper.stage_ended_at == 15 and stopper.restore_step == 10
+    assert cb.restored_step == 10
+    assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == ["checkpoint-10"]
+    assert _same(_saved(tmp_path / "checkpoint-10", True), _current(trainer.model, True))
+    note = json.loads((tmp_path / "interactions" / "restore.json").read_text())
+    assert note["restore_step"] == 10 and note["restore_target"] == "removal_peak"
