@@ -165,9 +165,7 @@ class AndOrInteractions:
                 words = None
                 if self.words is not None:
                     words = tuple(self.words[row][i] for i in players)
-                found.append(
-                    Interaction(row, kind, subset, players, words, float(both[row, col]))
-                )
+                found.append(Interaction(row, kind, subset, players, words, float(both[row, col])))
         found.sort(key=lambda it: (-abs(it.value), it.probe, it.kind, it.subset))
         return found[:k]
 

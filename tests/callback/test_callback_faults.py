@@ -77,9 +77,7 @@ def test_raising_and_nan_points_are_skipped(make_trainer, tmp_path, inject, h):
 @pytest.mark.parametrize("fault", ["oom", "oom-runtime"])
 def test_out_of_memory_is_skipped(make_trainer, tmp_path, inject, h, fault):
     inject({1: fault})
-    trainer, cb = make_trainer(
-        tmp_path, {"schedule": 2, "floor_perturbation": None}, max_steps=4
-    )
+    trainer, cb = make_trainer(tmp_path, {"schedule": 2, "floor_perturbation": None}, max_steps=4)
     with pytest.warns(UserWarning, match="probe at step 2 skipped \\(out of memory\\)"):
         trainer.train()
     assert trainer.state.global_step == 4

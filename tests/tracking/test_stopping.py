@@ -25,7 +25,6 @@ def NoiseRiseStopper(**kw):  # noqa: N802 - the class under test, with the earli
     return _NoiseRiseStopper(**kw)
 
 
-
 def feed(stopper, steps, removed, noise):
     """Feed the curves point by point; return the decisions."""
     out = []
