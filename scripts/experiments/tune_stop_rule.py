@@ -48,8 +48,6 @@ from replay_stops import (  # noqa: E402
     variant_rule,
 )
 
-from sft_interaction_callback.keys import NOISE_KEY, REMOVED_FRACTION_KEY  # noqa: E402
-
 SCHEDULES = {
     "default schedule": None,
     "no dense early tier (<=20: every 10)": lambda s: s > 20 or s % 10 == 0,
@@ -456,27 +454,17 @@ def _regret(run: Run, step: int) -> float:
     return 100 * (run.best - value_at(run.accuracy, step))
 
 
-def _retro_step(run: Run) -> int:
+def _retro_step(run: Run, stage_end: int | None, end: int) -> int:
     """The restore step of a target explored in session 6 (tuning seeds; not adopted): the
     noise minimum from the first point where removal reached 90% of its running max at the
-    stage end (the last model when the stage never ends)."""
-    stopper = Rule("retro", {"restore": "min"}).make(run.floor)
-    noise, removed = run.curves["noise"], run.curves["removed_fraction"]
-    stop, peak_at_end = None, None
-    for step in _probe_steps(run):
-        before = stopper.stage_ended_at
-        point = {NOISE_KEY: noise[step], REMOVED_FRACTION_KEY: removed.get(step)}
-        fired = stopper.update(step, point)
-        if before is None and stopper.stage_ended_at is not None:
-            peak_at_end = stopper.stage_max
-        if fired:
-            stop = step
-            break
-    end = stop if stop is not None else run.max_steps
-    if peak_at_end is None:
+    stage end (the last model when the stage never ends). ``stage_end`` and ``end`` (the
+    stop, or the last step) are those of the rule's replay."""
+    if stage_end is None:
         return end
-    upto = [s for s in _probe_steps(run) if s <= end and removed.get(s) is not None]
-    start = min(s for s in upto if removed[s] >= 0.9 * peak_at_end)
+    noise, removed = run.curves["noise"], run.curves["removed_fraction"]
+    seen = [s for s in _probe_steps(run) if removed.get(s) is not None]
+    peak_at_end = max(removed[s] for s in seen if s <= stage_end)  # the stage test's max
+    start = min(s for s in seen if s <= end and removed[s] >= 0.9 * peak_at_end)
     window = [s for s in _probe_steps(run) if start <= s <= end]
     return min(window, key=lambda s: (noise[s], s))
 
@@ -486,6 +474,9 @@ CEILING_TARGETS = {
     "restore-best, target removal_peak (default from session 6)": "removal_peak",
     "restore-best, target min (default before)": "min",
 }
+
+
+_TARGETS = set(CEILING_TARGETS.values())
 
 
 def ceiling_rows(runs: list[Run], eval_loss_regret: list[float]) -> dict[str, list[float]]:
@@ -502,10 +493,8 @@ def ceiling_rows(runs: list[Run], eval_loss_regret: list[float]) -> dict[str, li
         allowed = (
             [end] if r["stage_end"] is None else [s for s in steps if r["stage_end"] <= s <= end]
         )
-        got = {
-            name: replay(run, Rule(name, {"restore": target}))["regret_pp"]
-            for name, target in CEILING_TARGETS.items()
-        }
+        by_target = {t: r if t == "min" else replay(run, Rule(t, {"restore": t})) for t in _TARGETS}
+        got = {name: by_target[t]["regret_pp"] for name, t in CEILING_TARGETS.items()}
         got |= {
             "oracle: stage end .. stop (what target min may pick)": min(
                 _regret(run, s) for s in allowed
@@ -515,7 +504,8 @@ def ceiling_rows(runs: list[Run], eval_loss_regret: list[float]) -> dict[str, li
             ),
             "oracle: any probe point": min(_regret(run, s) for s in steps),
         }
-        got["retro 90%, noise min (explored, not adopted)"] = _regret(run, _retro_step(run))
+        retro = _retro_step(run, r["stage_end"], end)
+        got["retro 90%, noise min (explored, not adopted)"] = _regret(run, retro)
         for k, v in got.items():
             rows.setdefault(k, []).append(v)
     return rows
