@@ -2,7 +2,7 @@
 """Probe time per rank for 1 and 2 processes (CPU, gloo): what sharding masks buys.
 
 Every rank builds the same model and probes (seeded) and runs the callback's value
-extraction (:class:`~sft_interaction_callback.extract.ValueExtractor`) with the masks of
+extraction (:class:`~sft_interaction_callback.engine.ValueExtractor`) with the masks of
 each probe point sharded over the ranks and gathered on every rank, as the callback does
 under DDP. Printed per world size and rank: masks evaluated, value-function calls, the
 median wall seconds of the sharded values (forward passes + gather), the CPU seconds
@@ -94,8 +94,8 @@ def worker(a: argparse.Namespace) -> None:
     torch.set_num_threads(a.threads)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         dist.init_process_group("gloo")
-    from sft_interaction_callback.distributed import Collective
-    from sft_interaction_callback.engine import ValueExtractor
+    from sft_interaction_callback.engine.distributed import Collective
+    from sft_interaction_callback.engine.extractor import ValueExtractor
 
     comm = Collective()
     tok = _tokenizer()

@@ -69,7 +69,8 @@ class PhaseClock:
 
 @contextlib.contextmanager
 def phase_timers(clock: PhaseClock) -> Iterator[None]:
-    from sft_interaction_callback import engine, metric_log, recording
+    from sft_interaction_callback.callback import metric_log, recording
+    from sft_interaction_callback.engine import extractor as engine
     from sft_interaction_callback.tracking import tracker
 
     undo = [
@@ -362,7 +363,7 @@ def fit_seconds_per_probe(trainer: Any, n_players: int, count: int = 4) -> float
     """
     from sft_interaction_callback import InteractionCallback
     from sft_interaction_callback.andor import fit_and_or
-    from sft_interaction_callback.engine import ValueExtractor
+    from sft_interaction_callback.engine.extractor import ValueExtractor
     from sft_interaction_callback.probing import Probe, select_players
 
     cb = next(c for c in trainer.callback_handler.callbacks if isinstance(c, InteractionCallback))

@@ -13,9 +13,9 @@ __version__ = "0.1.0"
 
 _LAZY = {
     # the callback and its settings
-    "InteractionCallback": "sft_interaction_callback.callback",
+    "InteractionCallback": "sft_interaction_callback.callback.events",
     "InteractionConfig": "sft_interaction_callback.config",
-    "SnapshotError": "sft_interaction_callback.resume",
+    "SnapshotError": "sft_interaction_callback.callback.resume",
     # probes and the math
     "Probe": "sft_interaction_callback.probing.probes",
     "AndOrInteractions": "sft_interaction_callback.andor",
@@ -47,12 +47,12 @@ __all__ = [
 
 if TYPE_CHECKING:  # pragma: no cover
     from sft_interaction_callback.andor import AndOrInteractions, fit_and_or
-    from sft_interaction_callback.callback import InteractionCallback
+    from sft_interaction_callback.callback.events import InteractionCallback
+    from sft_interaction_callback.callback.resume import SnapshotError
     from sft_interaction_callback.config import InteractionConfig
     from sft_interaction_callback.probing.probes import Probe
     from sft_interaction_callback.reporting.report import build_report
     from sft_interaction_callback.reporting.run_data import load_run
-    from sft_interaction_callback.resume import SnapshotError
     from sft_interaction_callback.tracking.schedule import ProbeSchedule
     from sft_interaction_callback.tracking.stopping import NoiseRiseStopper, Stopper
     from sft_interaction_callback.tracking.tracker import InteractionTracker

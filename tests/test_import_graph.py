@@ -3,9 +3,14 @@
 A cycle between modules means neither can be understood (or imported) on its own, and
 hides behind lazy imports until an import order changes. The graph is built with ``ast``
 from every ``import`` / ``from ... import`` of ``sft_interaction_callback`` (relative or
-absolute, at module level or inside functions); imports under ``if TYPE_CHECKING:`` never
-run and are left out. An edge goes to the module named (``from a.b import c`` -> ``a.b.c``
-when ``c`` is a module, else ``a.b``), not to every parent package on the way.
+absolute, at module level, inside functions or under ``if TYPE_CHECKING:``: a type-only
+import never runs, but the dependency it names is real, so it counts (issue 21). An edge
+goes to the module named (``from a.b import c`` -> ``a.b.c`` when ``c`` is a module, else
+``a.b``), not to every parent package on the way.
+
+Above modules, the package's folders are floors: collapsing every module into its unit (a
+sub-package, or a module at the root), the graph of units has no cycle either, so no
+import runs back up a floor.
 """
 
 from __future__ import annotations
@@ -34,28 +39,9 @@ def _modules() -> dict[str, Path]:
     return {_module_name(p): p for p in sorted(ROOT.rglob("*.py"))}
 
 
-def _is_type_checking(test: ast.expr) -> bool:
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
-    )
-
-
 def _imports(tree: ast.AST) -> list[ast.Import | ast.ImportFrom]:
-    """Every import node, skipping the bodies of ``if TYPE_CHECKING:``."""
-    out: list[ast.Import | ast.ImportFrom] = []
-
-    def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.If) and _is_type_checking(node.test):
-            for child in node.orelse:
-                visit(child)
-            return
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            out.append(node)
-        for child in ast.iter_child_nodes(node):
-            visit(child)
-
-    visit(tree)
-    return out
+    """Every import node, those under ``if TYPE_CHECKING:`` included."""
+    return [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))]
 
 
 def _resolve(node: ast.ImportFrom, name: str, is_package: bool) -> str | None:
@@ -182,3 +168,64 @@ def _cycle_params() -> list:
 @pytest.mark.parametrize("cycle", _cycle_params())
 def test_no_import_cycles(cycle):
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def unit_of(module: str) -> str:
+    """The floor a module stands on: its sub-package, or itself at the package root."""
+    parts = module.split(".")
+    return ".".join(parts[:2])
+
+
+def unit_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """``graph`` with modules collapsed into units; the package's public face (its
+    ``__init__``, which re-exports from every floor) is left out."""
+    units: dict[str, set[str]] = {}
+    for v, targets in graph.items():
+        if v == PACKAGE:
+            continue
+        u = unit_of(v)
+        units.setdefault(u, set())
+        units[u] |= {unit_of(t) for t in targets if t != PACKAGE and unit_of(t) != u}
+    return units
+
+
+def test_type_only_imports_count(tmp_path):
+    tree = ast.parse(
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n"
+        "    from sft_interaction_callback.callback.events import InteractionCallback\n"
+    )
+    assert [n.module for n in _imports(tree) if isinstance(n, ast.ImportFrom)] == [
+        "typing",
+        "sft_interaction_callback.callback.events",
+    ]
+
+
+def test_floors_have_no_arrow_back_up():
+    units = unit_graph(import_graph())
+    assert f"{PACKAGE}.callback" in units and f"{PACKAGE}.engine" in units
+    assert f"{PACKAGE}.engine" in units[f"{PACKAGE}.callback"]
+    found = cycles(units)
+    assert found == [], "folders import each other: " + "; ".join(" -> ".join(c) for c in found)
+
+
+def _readme_floors() -> list[str]:
+    """The units of the README's layout block, in its order (from the bottom up)."""
+    text = (ROOT.parent / "README.md").read_text(encoding="utf-8")
+    block = text.split("```text\nsft_interaction_callback/\n", 1)[1].split("```", 1)[0]
+    units: list[str] = []
+    for line in block.splitlines():
+        if line.startswith("  ") and not line.startswith("   "):
+            head = line.split("   ")[0].strip()
+            units += [
+                f"{PACKAGE}.{n.strip().removesuffix('.py').rstrip('/')}" for n in head.split(",")
+            ]
+    return units
+
+
+def test_readme_layout_lists_every_floor_from_the_bottom_up():
+    units = unit_graph(import_graph())
+    order = _readme_floors()
+    assert sorted(order) == sorted(units), set(order) ^ set(units)
+    up = [(u, t) for u in units for t in units[u] if order.index(t) > order.index(u)]
+    assert up == [], f"imports of a floor the README lists higher up: {up}"

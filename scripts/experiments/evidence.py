@@ -304,7 +304,7 @@ def measure_floor(
     import torch
 
     from sft_interaction_callback.andor import AndOrInteractions
-    from sft_interaction_callback.engine import ValueExtractor
+    from sft_interaction_callback.engine.extractor import ValueExtractor
     from sft_interaction_callback.snapshots import SnapshotDir
 
     sd = SnapshotDir(snap_dir)

@@ -225,7 +225,7 @@ def variant_curves(
     signal)``, recomputed from a run's step snapshots, and the run's measured floor."""
     import torch
 
-    from sft_interaction_callback.callback_state import make_tracker
+    from sft_interaction_callback.callback.state import make_tracker
     from sft_interaction_callback.config import InteractionConfig
     from sft_interaction_callback.snapshots import load_tensors
 

@@ -146,7 +146,7 @@ def _step0_setup(run: Path) -> tuple[int, Any, list[Any], Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from sft_interaction_callback.config import InteractionConfig
-    from sft_interaction_callback.engine import ValueExtractor
+    from sft_interaction_callback.engine.extractor import ValueExtractor
     from sft_interaction_callback.probing import Probe
 
     seed = int(re.search(r"seed(\d+)", run.name).group(1))
@@ -163,7 +163,7 @@ def _step0_values(run: Path) -> tuple[Any, Any]:
     """Values of the run's step-0 model and of its 1%-perturbed copy (the callback's floor)."""
     import torch
 
-    from sft_interaction_callback.noise_floor import perturbed_weights
+    from sft_interaction_callback.callback.noise_floor import perturbed_weights
 
     seed, model, probes, extractor, _ = _step0_setup(run)
     with torch.no_grad():
@@ -201,9 +201,9 @@ def setting_runs(
     tracker: debounced categories, pooled signal) and its floor, replayed exactly."""
     import torch
 
-    from sft_interaction_callback.callback_state import make_tracker
+    from sft_interaction_callback.callback.noise_floor import floor_of
+    from sft_interaction_callback.callback.state import make_tracker
     from sft_interaction_callback.config import InteractionConfig
-    from sft_interaction_callback.noise_floor import floor_of
     from sft_interaction_callback.snapshots import load_tensors
 
     torch.set_num_threads(1)
@@ -561,8 +561,8 @@ def ceiling(sets: list[str], out: str | None = None) -> None:
 def measure_floors(dirs: list[str], out: str) -> None:
     import torch
 
-    from sft_interaction_callback.callback_state import make_tracker
-    from sft_interaction_callback.noise_floor import floor_of, perturbed_weights
+    from sft_interaction_callback.callback.noise_floor import floor_of, perturbed_weights
+    from sft_interaction_callback.callback.state import make_tracker
 
     torch.set_num_threads(1)
     result = {}

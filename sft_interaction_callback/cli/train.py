@@ -94,7 +94,9 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(cfg.to_yaml(), end="")
         print("# ---- plan (dry run: nothing loaded)")
-        print(cfg.plan())
+        from sft_interaction_callback.training.plan import describe_plan
+
+        print(describe_plan(cfg))
         return 0
     from sft_interaction_callback.training.run import train
 

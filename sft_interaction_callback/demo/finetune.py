@@ -89,7 +89,7 @@ def build_finetune(
     from transformers import Trainer, TrainingArguments
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    from sft_interaction_callback.callback import InteractionCallback
+    from sft_interaction_callback.callback.events import InteractionCallback
     from sft_interaction_callback.demo.model import collate, encode_example
     from sft_interaction_callback.tracking import ProbeSchedule
 

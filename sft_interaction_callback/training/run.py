@@ -16,6 +16,7 @@ from typing import Any
 
 from sft_interaction_callback.training.data import SFTData, load_sft_data, use_chat_template
 from sft_interaction_callback.training.lora_targets import target_matches
+from sft_interaction_callback.training.plan import describe_plan
 from sft_interaction_callback.training.probes import build_probes
 from sft_interaction_callback.training.schema import (
     ConfigError,
@@ -167,7 +168,7 @@ def build_trainer(
 
 
 def _callback(cfg: TrainConfig, trainer: Any, tokenizer: Any, data: SFTData) -> Any:
-    from sft_interaction_callback.callback import InteractionCallback
+    from sft_interaction_callback.callback.events import InteractionCallback
     from sft_interaction_callback.config import InteractionConfig
 
     icfg = InteractionConfig(**cfg.interaction_kwargs())
@@ -202,7 +203,7 @@ def train(cfg: TrainConfig, *, echo: Callable[[str], Any] = print) -> RunResult:
     args = sft_args(cfg)
     main = args.process_index == 0
     if main:
-        echo(cfg.plan(world_size=args.world_size))
+        echo(describe_plan(cfg, world_size=args.world_size))
     trainer, callback, data = build_trainer(cfg, args=args)
     if trainer.is_world_process_zero():
         echo(f"data          {data.describe()}")

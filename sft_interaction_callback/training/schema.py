@@ -13,8 +13,6 @@ from typing import Any
 
 import yaml
 
-from sft_interaction_callback.training.plan import describe_plan
-
 __all__ = [
     "DTYPES",
     "FILE_SUFFIXES",
@@ -247,10 +245,6 @@ class TrainConfig:
         """`` (set in FILE)`` for ``key``, for messages that point at the right file."""
         src = self.origins.get(key)
         return f" (set in {src})" if src else ""
-
-    def plan(self, world_size: int | None = None) -> str:
-        """What a run would do, in a few lines (printed by ``--dry-run`` and at start)."""
-        return describe_plan(self, world_size)
 
 
 def fields_help(cls: type) -> dict[str, str]:

@@ -27,10 +27,10 @@ def main() -> None:
     from torch.distributed.fsdp.wrap import transformer_auto_wrap_policy
     from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 
-    from sft_interaction_callback.distributed import Collective
-    from sft_interaction_callback.engine import ValueExtractor
+    from sft_interaction_callback.engine.distributed import Collective
+    from sft_interaction_callback.engine.extractor import ValueExtractor
+    from sft_interaction_callback.engine.sharded_weights import probe_parameters, sharded_parameters
     from sft_interaction_callback.probing import Probe, select_players
-    from sft_interaction_callback.sharded_weights import probe_parameters, sharded_parameters
 
     tok = d.tokenizer()
     text = "Question: what colour is the big house near the river today?"

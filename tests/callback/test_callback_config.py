@@ -115,7 +115,7 @@ def test_attach_registers_once_and_first(make_trainer, tmp_path):
     assert callbacks[0] is cb and any(isinstance(c, DefaultFlowCallback) for c in callbacks)
     cb.attach(trainer)
     trainer.add_callback(cb)  # a user adding it again as well: kept once at train time
-    from sft_interaction_callback.trainer_link import put_first
+    from sft_interaction_callback.callback.trainer_link import put_first
 
     put_first(callbacks, cb)
     assert sum(c is cb for c in callbacks) == 1 and callbacks[0] is cb

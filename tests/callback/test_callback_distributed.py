@@ -185,7 +185,7 @@ def test_two_processes_lockstep_mode_match_one(tmp_path):
 
 
 def test_shard_plans_cover_every_mask_once():
-    from sft_interaction_callback.distributed import shard_plan
+    from sft_interaction_callback.engine.distributed import shard_plan
 
     for lockstep in (False, True):
         for probes, n, world in [(2, 3, 2), (3, 4, 3), (1, 2, 4), (2, 4, 1), (5, 5, 8)]:
@@ -208,7 +208,7 @@ def test_shard_plans_cover_every_mask_once():
 
 @pytest.mark.parametrize("flag", [False, True])
 def test_collective_is_a_no_op_in_one_process(flag):
-    from sft_interaction_callback.distributed import Collective
+    from sft_interaction_callback.engine.distributed import Collective
 
     comm = Collective()
     assert not comm.active and comm.world_size == 1 and comm.is_main

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sft_interaction_callback.andor import AndOrInteractions
-from sft_interaction_callback.engine import ValueExtractor
+from sft_interaction_callback.engine.extractor import ValueExtractor
 from sft_interaction_callback.probing import CausalLMValue
 from sft_interaction_callback.snapshots import read_jsonl
 
@@ -116,8 +116,8 @@ def tight_memory(monkeypatch):
 
     Also counts ``free_memory`` calls made by the extractor and the callback.
     """
-    from sft_interaction_callback import engine as exmod
-    from sft_interaction_callback import recording as cbmod
+    from sft_interaction_callback.callback import recording as cbmod
+    from sft_interaction_callback.engine import extractor as exmod
 
     freed = {"n": 0}
     real_free = exmod.free_memory

@@ -15,7 +15,7 @@ import torch
 from transformers import TrainerCallback
 
 from sft_interaction_callback import InteractionCallback
-from sft_interaction_callback.resume import STATE_FILE, SnapshotError
+from sft_interaction_callback.callback.resume import STATE_FILE, SnapshotError
 from sft_interaction_callback.snapshots import read_jsonl
 
 MAX_STEPS = 12
@@ -155,7 +155,7 @@ def test_resume_with_the_same_callback_object(straight, make_trainer, tmp_path, 
     out = tmp_path
     trainer, cb = _interrupted(make_trainer, out, h)
     # The step-0 interactions must come back from the snapshot, not from the model.
-    import sft_interaction_callback.callback as cbmod
+    import sft_interaction_callback.callback.events as cbmod
 
     def no_rebase(*a, **k):
         raise AssertionError("the base point was recomputed on resume")

@@ -12,13 +12,13 @@ import pytest
 import torch
 
 from sft_interaction_callback.andor import AndOrInteractions
-from sft_interaction_callback.probing import Probe
-from sft_interaction_callback.runtime import (
+from sft_interaction_callback.engine.runtime import (
     adapters_disabled,
     free_memory,
     is_out_of_memory,
     preserved_training_state,
 )
+from sft_interaction_callback.probing import Probe
 from sft_interaction_callback.snapshots import (
     SnapshotDir,
     atomic_write_json,
@@ -157,8 +157,8 @@ def test_out_of_memory_errors_are_recognised():
 
 
 def test_solver_gap_is_logged_only_when_the_fit_certifies_one():
+    from sft_interaction_callback.callback.recording import solver_gap_metrics
     from sft_interaction_callback.keys import SOLVER_GAP_MAX
-    from sft_interaction_callback.recording import solver_gap_metrics
 
     v, i_and, i_or, p, q = torch.zeros(5, 3, 4)
     inter = AndOrInteractions(v=v, i_and=i_and, i_or=i_or, p=p, q=q, n_players=2)
@@ -170,7 +170,7 @@ def test_solver_gap_is_logged_only_when_the_fit_certifies_one():
 def test_probing_threads_raise_cpu_threads_and_restore_them():
     import torch
 
-    from sft_interaction_callback.runtime import probing_threads, usable_cpus
+    from sft_interaction_callback.engine.runtime import probing_threads, usable_cpus
 
     before = torch.get_num_threads()
     model = torch.nn.Linear(2, 2)

@@ -13,8 +13,8 @@ import torch
 from safetensors.torch import load_file
 
 from sft_interaction_callback import NoiseRiseStopper
+from sft_interaction_callback.callback.noise_floor import perturbed_weights
 from sft_interaction_callback.keys import REMOVED_FRACTION_KEY
-from sft_interaction_callback.noise_floor import perturbed_weights
 from sft_interaction_callback.tracking.shadow import ShadowStopper
 
 
@@ -139,7 +139,7 @@ def test_floor_is_logged_at_step_0_and_sets_min_delta(make_trainer, tmp_path, h)
 
 
 def test_eval_value_is_the_worst_value_before_the_stage_end():
-    from sft_interaction_callback.restore_best import eval_value
+    from sft_interaction_callback.callback.restore_best import eval_value
 
     stopper = NoiseRiseStopper(restore="min")
     cb = SimpleNamespace(
@@ -159,7 +159,7 @@ def test_eval_value_is_the_worst_value_before_the_stage_end():
 
 
 def test_eval_value_keeps_the_stage_end_best_under_restore_stage_end():
-    from sft_interaction_callback.restore_best import eval_value
+    from sft_interaction_callback.callback.restore_best import eval_value
 
     stopper = ShadowStopper(NoiseRiseStopper(restore="stage_end"))  # wrapped, as in shadow mode
     cb = SimpleNamespace(
@@ -176,7 +176,7 @@ def test_eval_value_keeps_the_stage_end_best_under_restore_stage_end():
 
 
 def test_restore_score_orders_checkpoints_as_restore_best_does():
-    from sft_interaction_callback.restore_best import restore_score
+    from sft_interaction_callback.callback.restore_best import restore_score
 
     lower, higher = (
         SimpleNamespace(greater_is_better=False),
@@ -234,7 +234,7 @@ def test_superseded_candidate_checkpoints_are_deleted(make_trainer, tmp_path, st
 
 
 def test_a_failing_delete_warns_and_training_goes_on(make_trainer, tmp_path, monkeypatch):
-    import sft_interaction_callback.restore_best as rb
+    import sft_interaction_callback.callback.restore_best as rb
 
     def refuse(path):
         raise PermissionError(f"read-only: {path}")

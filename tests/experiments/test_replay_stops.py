@@ -64,7 +64,7 @@ def test_shipped_curves_are_the_design_tracker_on_the_snapshots(replay, tmp_path
     import torch
 
     from sft_interaction_callback.andor import fit_and_or
-    from sft_interaction_callback.callback_state import make_tracker
+    from sft_interaction_callback.callback.state import make_tracker
     from sft_interaction_callback.config import InteractionConfig
     from sft_interaction_callback.keys import NOISE_KEY, REMOVED_FRACTION_KEY
     from sft_interaction_callback.snapshots import SnapshotDir, write_probe_point

@@ -12,11 +12,11 @@ from types import SimpleNamespace
 import pytest
 
 from sft_interaction_callback import InteractionCallback, __version__
+from sft_interaction_callback.callback.progress import console_hidden, summary_line
+from sft_interaction_callback.callback.trainer_inputs import check_trainer, prepare_probes
 from sft_interaction_callback.cli import json_only, main, print_json
 from sft_interaction_callback.config import InteractionConfig
-from sft_interaction_callback.extract import check_trainer, prepare_probes
 from sft_interaction_callback.probing import Probe, probes_from_dataset
-from sft_interaction_callback.progress import console_hidden, summary_line
 
 
 def _prepare(probes, tokenizer, **kw):

@@ -293,7 +293,7 @@ def test_wrappers_are_looked_through(make_tiny, tokenizer):
 def test_engine_times_both_paths_once_and_keeps_the_faster(make_tiny, tokenizer, monkeypatch):
     """The prefix tree or full passes: chosen at the first point by timing, kept after,
     and either way the values are those of the brute-force reference."""
-    from sft_interaction_callback.engine import ValueExtractor
+    from sft_interaction_callback.engine.extractor import ValueExtractor
 
     model = make_tiny("llama")
     other = "The quiet river carried small boats past the mill every morning in spring."
@@ -314,7 +314,7 @@ def test_engine_times_both_paths_once_and_keeps_the_faster(make_tiny, tokenizer,
 
 def test_engine_path_choice_follows_the_clock(make_tiny, tokenizer, monkeypatch):
     """Whichever path the clock says is faster is kept (here: full passes made 'faster')."""
-    import sft_interaction_callback.engine as engine
+    import sft_interaction_callback.engine.extractor as engine
 
     model = make_tiny("llama")
     ticks = iter([0.0, 5.0, 5.0, 6.0, 6.0, 11.0, 11.0, 12.0])  # tree 5 s, full 1 s (twice)

@@ -13,6 +13,7 @@ from sft_interaction_callback.training.config import (
     load_config,
     parse_value,
 )
+from sft_interaction_callback.training.plan import describe_plan
 
 
 def write(path: Path, text: str) -> Path:
@@ -77,7 +78,7 @@ def test_set_overrides_and_null_sections(tree):
     assert cfg.name == "other" and cfg.output_dir == "runs/other"
     assert cfg.origins["training.max_steps"] == "--set"
     off = load_config([tree / "experiments" / "exp.yaml"], ["interactions=null"])
-    assert off.interactions is None and "off" in off.plan()
+    assert off.interactions is None and "off" in describe_plan(off)
 
 
 def test_compose_shorthand(tree):
@@ -192,7 +193,7 @@ def test_family_checks_and_regex_targets(tree):
     assert not cfg.notes
     with pytest.warns(UserWarning, match="also adapt the vision tower"):
         noisy = load_config(exp, ["model.family=gemma3"])  # a plain list hits SigLIP too
-    assert "vision tower" in noisy.plan()
+    assert "vision tower" in describe_plan(noisy)
     with pytest.raises(ConfigError, match="matches no linear layer of a llama model"):
         load_config(exp, [r"lora.target_modules=.*language_model.*\.q_proj"])
     assert load_config(exp, ["lora.target_modules=all-linear"]).lora.target_modules == "all-linear"
@@ -205,7 +206,7 @@ def test_plan_and_yaml_roundtrip(tree, tmp_path):
     cfg = load_config(
         [tree / "experiments" / "exp.yaml"], ["training.gradient_accumulation_steps=2"]
     )
-    plan = cfg.plan(world_size=8)
+    plan = describe_plan(cfg, world_size=8)
     assert "LoRA r=16 alpha=16" in plan and "x 8 process(es) = " in plan
     assert "6 players from the eval rows" in plan
     dumped = tmp_path / "dumped.yaml"

@@ -14,6 +14,7 @@ from sft_interaction_callback.training.config import (
     load_config,
     target_matches,
 )
+from sft_interaction_callback.training.plan import describe_plan
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 MODELS = sorted(p.stem for p in (CONFIGS / "models").glob("*.yaml"))
@@ -81,7 +82,7 @@ def test_every_combination_resolves(model, data, local_data):
         assert d.name == expected[data] and d.path is None
     else:
         assert d.name is None and Path(d.path).is_file()
-    assert "LoRA r=" in cfg.plan()
+    assert "LoRA r=" in describe_plan(cfg)
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)

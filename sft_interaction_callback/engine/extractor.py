@@ -22,12 +22,19 @@ from torch import nn
 
 from sft_interaction_callback.andor import AndOrInteractions, fit_and_or
 from sft_interaction_callback.config import InteractionConfig
-from sft_interaction_callback.distributed import (
+from sft_interaction_callback.engine.distributed import (
     Collective,
     LockstepRunner,
     PeerFailure,
     gather_rows,
     shard_plan,
+)
+from sft_interaction_callback.engine.runtime import (
+    adapters_disabled,
+    free_memory,
+    is_out_of_memory,
+    preserved_training_state,
+    probing_threads,
 )
 from sft_interaction_callback.probing import (
     CausalLMValue,
@@ -36,13 +43,6 @@ from sft_interaction_callback.probing import (
     learn_baseline,
 )
 from sft_interaction_callback.probing.values import CPU_BATCH_SIZE
-from sft_interaction_callback.runtime import (
-    adapters_disabled,
-    free_memory,
-    is_out_of_memory,
-    preserved_training_state,
-    probing_threads,
-)
 
 __all__ = ["LOCKSTEP_BATCH", "NonFiniteValues", "ValueExtractor"]
 
@@ -63,9 +63,9 @@ class ValueExtractor:
     here with half the batch, down to 1, and then raised (the callback skips the point).
     A reduced batch size is kept for later probe points.
 
-    Many processes (``comm`` active, see :mod:`sft_interaction_callback.distributed`): the
+    Many processes (``comm`` active, see :mod:`sft_interaction_callback.engine.distributed`): the
     masks are sharded over the ranks, failures are agreed on (every rank raises
-    :class:`~sft_interaction_callback.distributed.PeerFailure` together), the values are
+    :class:`~sft_interaction_callback.engine.distributed.PeerFailure` together), the values are
     gathered so that every rank holds the same ``v``, and the AND-OR fit runs on rank 0
     and is broadcast, so every rank holds the same interactions. With ``lockstep`` (FSDP,
     ZeRO-3) every rank runs the same forward passes in chunks of one agreed batch size.
@@ -303,7 +303,7 @@ class ValueExtractor:
         training untouched. They carry the probes' ids and words (tables, snapshots).
 
         ``weights``: what makes sharded weights readable outside forward passes (FSDP,
-        ZeRO-3; :func:`~sft_interaction_callback.sharded_weights.probe_parameters`). ``base``:
+        ZeRO-3; :func:`~.sharded_weights.probe_parameters`). ``base``:
         with PEFT adapters disabled (the model before SFT). Collective on many ranks.
         """
         with (

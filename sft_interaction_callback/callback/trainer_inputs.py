@@ -1,7 +1,7 @@
 """What the probing engine is given: the tokenizer, the probes, the model and its kind.
 
 Everything here is read from the trainer and the config once, at ``on_train_begin``;
-nothing runs a model (that is :mod:`sft_interaction_callback.engine`).
+nothing runs a model (that is :mod:`sft_interaction_callback.engine.extractor`).
 """
 
 from __future__ import annotations

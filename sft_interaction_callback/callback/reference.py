@@ -15,13 +15,13 @@ import torch
 from torch import nn
 
 from sft_interaction_callback.andor import AndOrInteractions
-from sft_interaction_callback.callback_state import CallbackState
+from sft_interaction_callback.callback.state import CallbackState
+from sft_interaction_callback.callback.trainer_inputs import model_kind
 from sft_interaction_callback.config import InteractionConfig
-from sft_interaction_callback.distributed import Collective
-from sft_interaction_callback.engine import ValueExtractor
-from sft_interaction_callback.extract import model_kind
+from sft_interaction_callback.engine.distributed import Collective
+from sft_interaction_callback.engine.extractor import ValueExtractor
+from sft_interaction_callback.engine.runtime import free_memory
 from sft_interaction_callback.probing import Probe
-from sft_interaction_callback.runtime import free_memory
 from sft_interaction_callback.snapshots import try_write
 
 __all__ = [

@@ -14,8 +14,8 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
+from sft_interaction_callback.callback.progress import console_hidden, print_summary
 from sft_interaction_callback.keys import EVAL_METRIC, eval_metric_key
-from sft_interaction_callback.progress import console_hidden, print_summary
 from sft_interaction_callback.reporting.wandb_log import WandbExtras
 
 __all__ = ["MetricLog", "add_eval_metric", "add_eval_metrics", "eval_prefixes"]

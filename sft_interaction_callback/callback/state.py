@@ -3,7 +3,7 @@
 :class:`RunProgress` is what happened so far (probe points, skips, the stop decision);
 :class:`CallbackState` adds the objects that carry the tracking (probes, schedule,
 tracker, stopper, value extractor, snapshot folder). ``CallbackState.state_dict()`` is
-the JSON-and-tensors document that :mod:`sft_interaction_callback.resume` writes next to
+the JSON-and-tensors document that :mod:`sft_interaction_callback.callback.resume` writes next to
 every checkpoint and reads back on ``resume_from_checkpoint``.
 """
 
@@ -14,10 +14,14 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from sft_interaction_callback.callback.trainer_inputs import (
+    label_names_of,
+    model_kind,
+    prepare_probes,
+)
 from sft_interaction_callback.config import InteractionConfig
-from sft_interaction_callback.distributed import Collective
-from sft_interaction_callback.engine import ValueExtractor
-from sft_interaction_callback.extract import label_names_of, model_kind, prepare_probes
+from sft_interaction_callback.engine.distributed import Collective
+from sft_interaction_callback.engine.extractor import ValueExtractor
 from sft_interaction_callback.probing import Probe
 from sft_interaction_callback.snapshots import SnapshotDir, remove_stale_temp_files, try_write
 from sft_interaction_callback.tracking import InteractionTracker, NoiseRiseStopper, ProbeSchedule
@@ -32,6 +36,7 @@ __all__ = [
     "state_attribute",
 ]
 
+#: a file-format name, not a module path: it stays as written by every earlier layout
 STATE_FORMAT = "sft_interaction_callback.callback/1"
 
 

@@ -51,9 +51,9 @@ import shutil
 import warnings
 from typing import Any
 
+from sft_interaction_callback.callback.noise_floor import measure_floor
+from sft_interaction_callback.callback.resume import checkpoint_dir
 from sft_interaction_callback.keys import EVAL_METRIC, EVAL_RESTORE_SCORE, REMOVED_FRACTION_KEY
-from sft_interaction_callback.noise_floor import measure_floor
-from sft_interaction_callback.resume import checkpoint_dir
 
 __all__ = [
     "eval_metrics",

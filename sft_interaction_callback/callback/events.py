@@ -2,13 +2,13 @@
 
 ``on_train_begin`` builds the probes and extracts the base interactions (step 0, PEFT
 adapters disabled) and, once, those of an optional reference model; a resumed run is
-restored instead (:mod:`.restore`). Each scheduled ``on_step_end`` measures the model
-(:mod:`.engine`), feeds the tracker, logs (:mod:`.metric_log`), writes snapshots
-(:mod:`.snapshots`) and asks the stopper. ``on_log`` / ``on_evaluate`` add
-``eval_interaction_noise`` to evaluations; ``on_save`` stores the callback's state
-(:mod:`.callback_state`, :mod:`.resume`) next to each checkpoint.
+restored instead (:mod:`.resume_run`). Each scheduled ``on_step_end`` measures the model
+(the engine), feeds the tracker, logs (:mod:`.metric_log`), writes snapshots and asks the
+stopper. ``on_log`` / ``on_evaluate`` add ``eval_interaction_noise`` to evaluations;
+``on_save`` stores the callback's state (:mod:`.state`, :mod:`.resume`) next to each
+checkpoint.
 
-Many processes (:mod:`.distributed`): every rank probes its share of the masks, all
+Many processes (``engine.distributed``): every rank probes its share of the masks, all
 skip a point together, rank 0's stop decision is broadcast, only the main process
 writes files. Once set up, nothing here raises into training (a failing point is skipped).
 """
@@ -24,27 +24,32 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-import sft_interaction_callback.restore_best as best
-from sft_interaction_callback import extract, progress, resume, trainer_link
-from sft_interaction_callback.callback_state import (
+import sft_interaction_callback.callback.restore_best as best
+from sft_interaction_callback.callback import progress, resume, trainer_inputs, trainer_link
+from sft_interaction_callback.callback.metric_log import MetricLog, add_eval_metrics, eval_prefixes
+from sft_interaction_callback.callback.recording import (
+    ProbePoint,
+    StopDecision,
+    record_point,
+    record_skip,
+)
+from sft_interaction_callback.callback.reference import add_reference
+from sft_interaction_callback.callback.resume_run import ResumeContext, resume_tracking
+from sft_interaction_callback.callback.state import (
     CallbackState,
     RunProgress,
     start_run,
     state_attribute,
 )
+from sft_interaction_callback.callback.trainer_inputs import find_tokenizer, unwrap_for_probing
 from sft_interaction_callback.config import InteractionConfig
-from sft_interaction_callback.distributed import Collective
-from sft_interaction_callback.extract import find_tokenizer, unwrap_for_probing
-from sft_interaction_callback.keys import SECONDS_MAX_KEY, STOP_REASON_KEY, STOP_STEP_KEY
-from sft_interaction_callback.metric_log import MetricLog, add_eval_metrics, eval_prefixes
-from sft_interaction_callback.recording import ProbePoint, StopDecision, record_point, record_skip
-from sft_interaction_callback.reference import add_reference
-from sft_interaction_callback.restore import resume_tracking
-from sft_interaction_callback.sharded_weights import (
+from sft_interaction_callback.engine.distributed import Collective
+from sft_interaction_callback.engine.sharded_weights import (
     probe_parameters,
     resolve_mode,
     sharded_parameters,
 )
+from sft_interaction_callback.keys import SECONDS_MAX_KEY, STOP_REASON_KEY, STOP_STEP_KEY
 from sft_interaction_callback.tracking.stopping import ask_stopper
 
 __all__ = ["InteractionCallback"]
@@ -70,7 +75,7 @@ class InteractionCallback(TrainerCallback):
 
     Checkpoints carry the callback's state (``interaction_callback_state.safetensors``),
     and ``trainer.train(resume_from_checkpoint=...)`` restores it into this object; see
-    :mod:`sft_interaction_callback.resume` for why this is not an ``ExportableState``.
+    :mod:`sft_interaction_callback.callback.resume` for why this is not an ``ExportableState``.
     """
 
     probes = state_attribute("probes")
@@ -106,7 +111,7 @@ class InteractionCallback(TrainerCallback):
     # ------------------------------------------------------------------ attach
     def attach(self, trainer: Any) -> InteractionCallback:
         """Use ``trainer`` (for ``trainer.log`` and its data) and register with it, first."""
-        extract.check_trainer(self.config, trainer)  # refuse unusable data before training
+        trainer_inputs.check_trainer(self.config, trainer)  # refuse unusable data before training
         self.trainer = self.metric_log.trainer = trainer
         handler = getattr(trainer, "callback_handler", None)
         if handler is not None:
@@ -151,11 +156,17 @@ class InteractionCallback(TrainerCallback):
             self._restored_by_user = False
             self.run_state.wire(self.comm, self.mode == "lockstep", tokenizer)
             return
-        if step > 0 and resume_tracking(self, args, state, model, tokenizer):
+        ctx = ResumeContext(
+            self.config, self.comm, self.mode == "lockstep", self.trainer, self.probing_weights
+        )
+        restored = resume_tracking(ctx, args, state, model, tokenizer) if step > 0 else None
+        if restored is not None:
+            self.run_state = restored
+            self.config.reference_model = None  # restored from its snapshot: drop the handle
             return
         self.run_state = start_run(
             self.config,
-            **extract.probe_source(self.config, trainer, args, state),
+            **trainer_inputs.probe_source(self.config, trainer, args, state),
             model=model,
             tokenizer=tokenizer,
             snapshot_root=os.path.join(args.output_dir, self.config.output_subdir),
@@ -255,14 +266,8 @@ class InteractionCallback(TrainerCallback):
             add_reference(self.config, self.run_state, model, self.comm, main=main)
         metrics = {**self.tracker.set_base(inter), **best.measure_floor(self, model)}
         self.progress.base_step = step
-        self._record(ProbePoint(step, inter, metrics, seconds), main, control=None)
-
-    def _record(
-        self, point: ProbePoint, main: bool, *, control: Any, stop: StopDecision | None = None
-    ) -> None:
-        """Book a measured point: progress, then files (main process), then the logs."""
-        rs, log = self.run_state, self.metric_log
-        record_point(rs, self.config, log, point, main=main, control=control, stop=stop)
+        point, rs, log = ProbePoint(step, inter, metrics, seconds), self.run_state, self.metric_log
+        record_point(rs, self.config, log, point, main=main, control=None, stop=None)
 
     def _probe_point(
         self,
@@ -290,8 +295,9 @@ class InteractionCallback(TrainerCallback):
             control.should_save = True  # a checkpoint at the stop step, whatever save_strategy
             logger.warning("interaction callback: stopping training at step %d: %s", *stop)
         try:
-            point = ProbePoint(step, inter, metrics, seconds)
-            self._record(point, main, control=control, stop=stop)
+            point = ProbePoint(step, inter, metrics, seconds)  # progress, files, then logs
+            rs, log = self.run_state, self.metric_log
+            record_point(rs, self.config, log, point, main=main, control=control, stop=stop)
         except Exception as err:  # noqa: BLE001 - reporting must not end training either
             warnings.warn(
                 f"interaction callback: reporting step {step} failed ({type(err).__name__}: "

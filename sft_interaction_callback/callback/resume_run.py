@@ -1,10 +1,12 @@
-"""Resuming a run: put the callback back where the checkpoint being resumed left it.
+"""Resuming a run: the state the callback should hold where the resumed checkpoint left it.
 
-:mod:`sft_interaction_callback.resume` reads and writes the state file; this module
+:mod:`sft_interaction_callback.callback.resume` reads and writes the state file; this module
 decides what to do with it at ``on_train_begin`` of a run that starts at
 ``global_step > 0``: restore (every rank the same), rebuild a missing snapshot when the
 config allows it (loudly), or start afresh with a warning. Rank 0 reads the files and
 broadcasts what it found, so every rank restores the same state or raises the same error.
+It is given what it needs (:class:`ResumeContext`) and returns the restored
+:class:`~.state.CallbackState`; it never sees the callback object.
 """
 
 from __future__ import annotations
@@ -12,22 +14,24 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
 
-from sft_interaction_callback import resume
 from sft_interaction_callback.andor import AndOrInteractions
-from sft_interaction_callback.callback_state import CallbackState
-from sft_interaction_callback.engine import ValueExtractor
+from sft_interaction_callback.callback import resume
+from sft_interaction_callback.callback.reference import probe_reference
+from sft_interaction_callback.callback.resume import ResumePlan, SnapshotError
+from sft_interaction_callback.callback.state import CallbackState
+from sft_interaction_callback.config import InteractionConfig
+from sft_interaction_callback.engine.distributed import Collective
+from sft_interaction_callback.engine.extractor import ValueExtractor
+from sft_interaction_callback.engine.runtime import free_memory
 from sft_interaction_callback.probing import Probe
-from sft_interaction_callback.reference import probe_reference
-from sft_interaction_callback.resume import ResumePlan, SnapshotError
-from sft_interaction_callback.runtime import free_memory
 from sft_interaction_callback.snapshots import SnapshotDir, atomic_write_bytes, try_write
 
-if TYPE_CHECKING:  # pragma: no cover
-    from sft_interaction_callback.callback import InteractionCallback
-
-__all__ = ["resume_tracking"]
+__all__ = ["ResumeContext", "resume_tracking"]
 
 logger = logging.getLogger("sft_interaction_callback")
 
@@ -35,36 +39,48 @@ logger = logging.getLogger("sft_interaction_callback")
 Rebuilt = dict[str, AndOrInteractions]
 
 
+@dataclass(frozen=True)
+class ResumeContext:
+    """What resuming reads of the callback: its settings, ranks and Trainer."""
+
+    config: InteractionConfig
+    comm: Collective
+    lockstep: bool
+    trainer: Any
+    #: under FSDP / ZeRO-3, what makes the weights readable outside forward passes
+    probing_weights: Callable[[Any], AbstractContextManager[Any]]
+
+
 def resume_tracking(
-    cb: InteractionCallback, args: Any, state: Any, model: Any, tokenizer: Any
-) -> bool:
-    """Restore ``cb`` from the checkpoint being resumed; False: the caller starts afresh."""
-    root = os.path.join(args.output_dir, cb.config.output_subdir)
-    outcome = _read_checkpoint(cb, args, state, root) if cb.comm.is_main else None
-    outcome = cb.comm.broadcast_object(outcome)
+    ctx: ResumeContext, args: Any, state: Any, model: Any, tokenizer: Any
+) -> CallbackState | None:
+    """The state restored from the checkpoint being resumed; None: start afresh."""
+    root = os.path.join(args.output_dir, ctx.config.output_subdir)
+    outcome = _read_checkpoint(ctx, args, state, root) if ctx.comm.is_main else None
+    outcome = ctx.comm.broadcast_object(outcome)
     if outcome[0] == "error":
         raise outcome[1]
     if outcome[0] == "none":
         warnings.warn(outcome[1], stacklevel=4)
-        return False
+        return None
     plan: ResumePlan = outcome[1]
-    _apply(cb, plan, model, tokenizer, root, state)
+    restored = _apply(ctx, plan, model, tokenizer, root, state)
     logger.info(
         "interaction callback: resumed at step %d from %s (last probe point %s)",
         int(state.global_step),
         plan.checkpoint,
-        cb.run_state.progress.last_step,
+        restored.progress.last_step,
     )
-    return True
+    return restored
 
 
-def _read_checkpoint(cb: InteractionCallback, args: Any, state: Any, root: str) -> tuple[str, Any]:
+def _read_checkpoint(ctx: ResumeContext, args: Any, state: Any, root: str) -> tuple[str, Any]:
     """``("ok", plan)``, ``("none", warning)`` (start afresh) or ``("error", exception)``."""
-    cfg = cb.config
+    cfg = ctx.config
     step = int(state.global_step)
     fresh = f"training starts at step {step} (resumed) without the callback's saved state"
     rebase = "; interactions are tracked relative to the resumed model, not the pretrained one"
-    ckpt = resume.find_resume_checkpoint(args, state, cb.trainer)
+    ckpt = resume.find_resume_checkpoint(args, state, ctx.trainer)
     ran_here = (
         any((r.get("step") or 0) <= step for r in SnapshotDir(root).load_metrics())
         if os.path.isfile(os.path.join(root, "metrics.jsonl"))
@@ -102,10 +118,10 @@ def _read_checkpoint(cb: InteractionCallback, args: Any, state: Any, root: str) 
 
 
 def _apply(
-    cb: InteractionCallback, plan: ResumePlan, model: Any, tokenizer: Any, root: str, state: Any
-) -> None:
-    cfg = cb.config
-    rebuilt = _rebuild(cb, plan, model, tokenizer) if plan.rebuild else {}
+    ctx: ResumeContext, plan: ResumePlan, model: Any, tokenizer: Any, root: str, state: Any
+) -> CallbackState:
+    cfg = ctx.config
+    rebuilt = _rebuild(ctx, plan, model, tokenizer) if plan.rebuild else {}
     restored = CallbackState.from_state_dict(plan.state, cfg, tokenizer)
     if plan.state.get("stopper") is None and cfg.early_stopping:
         warnings.warn(
@@ -113,9 +129,8 @@ def _apply(
             "load_state_dict(); it starts afresh at the resumed step",
             stacklevel=5,
         )
-    restored.wire(cb.comm, cb.mode == "lockstep")
+    restored.wire(ctx.comm, ctx.lockstep)
     restored.snapshots = snapshots = SnapshotDir(root)
-    cb.run_state = restored
     if state.is_world_process_zero:
         for src in plan.foreign:  # resumed into a new output_dir: make it complete
             target = snapshots.root / os.path.basename(src)
@@ -129,13 +144,13 @@ def _apply(
                 plan.step,
             )
         for key, inter in rebuilt.items():
-            _write_rebuilt(cb, key, inter)
-    cfg.reference_model = None  # restored from its snapshot: drop the handle
+            _write_rebuilt(restored, key, inter)
+    return restored
 
 
-def _rebuild(cb: InteractionCallback, plan: ResumePlan, model: Any, tokenizer: Any) -> Rebuilt:
+def _rebuild(ctx: ResumeContext, plan: ResumePlan, model: Any, tokenizer: Any) -> Rebuilt:
     """Re-extract the snapshots that ``plan.rebuild`` names (every rank), loudly."""
-    cfg = cb.config
+    cfg = ctx.config
     st = plan.state
     probes = [Probe.from_dict(p) for p in st["probes"]]
     extractor = ValueExtractor.from_config(
@@ -143,13 +158,13 @@ def _rebuild(cb: InteractionCallback, plan: ResumePlan, model: Any, tokenizer: A
         tokenizer,
         kind=st.get("kind") or "causal",
         baseline=(st.get("tensors") or {}).get("baseline", cfg.baseline),
-        comm=cb.comm,
-        lockstep=cb.mode == "lockstep",
+        comm=ctx.comm,
+        lockstep=ctx.lockstep,
     )
     tensors = st["tracker"]["tensors"]
     rebuilt: Rebuilt = {}
     if "base" in plan.rebuild:
-        inter = extractor.measure(model, probes, weights=cb.probing_weights(model), base=True)
+        inter = extractor.measure(model, probes, weights=ctx.probing_weights(model), base=True)
         table = inter.concatenated().float()
         tensors["base_interactions"] = table
         exact = resume.table_checksum(table) == plan.checksums.get("base")
@@ -175,7 +190,7 @@ def _rebuild(cb: InteractionCallback, plan: ResumePlan, model: Any, tokenizer: A
                     probes,
                     kind=extractor.kind,
                     tokenizer=extractor.tokenizer,
-                    comm=cb.comm,
+                    comm=ctx.comm,
                 )
             finally:
                 free_memory()
@@ -195,8 +210,7 @@ def _rebuild(cb: InteractionCallback, plan: ResumePlan, model: Any, tokenizer: A
     return rebuilt
 
 
-def _write_rebuilt(cb: InteractionCallback, key: str, inter: AndOrInteractions) -> None:
-    rs = cb.run_state
+def _write_rebuilt(rs: CallbackState, key: str, inter: AndOrInteractions) -> None:
     snapshots, probes = rs.snapshots, rs.probes
     info = {"rebuilt": True}
     if key == "base":

@@ -2,7 +2,7 @@
 
 Which sharding wraps the model decides how a probe point runs
 (:func:`resolve_mode`: ``"lockstep"`` for sharded weights, else ``"local"``, see
-:mod:`sft_interaction_callback.distributed`), and :func:`probe_parameters` makes the few
+:mod:`sft_interaction_callback.engine.distributed`), and :func:`probe_parameters` makes the few
 weights the value engine reads outside forward passes (the input embedding) readable.
 """
 
@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from sft_interaction_callback.distributed import Collective
+from sft_interaction_callback.engine.distributed import Collective
 
 __all__ = ["MODES", "probe_parameters", "resolve_mode", "sharded_parameters"]
 

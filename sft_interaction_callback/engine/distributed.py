@@ -17,7 +17,7 @@ ranks"):
   puts them back into ``v[P, 2**n]``: every rank holds identical values.
 
 Two ways of running the forward passes (chosen by
-:func:`~sft_interaction_callback.sharded_weights.resolve_mode`):
+:func:`~sft_interaction_callback.engine.sharded_weights.resolve_mode`):
 
 * ``"local"`` (DDP, or no data parallelism): each rank holds all weights, a forward pass
   involves no collective, and each rank walks its own masks with prefix sharing.
@@ -165,7 +165,7 @@ class Collective:
             return
         if not self.any(error is not None):
             return
-        from sft_interaction_callback.runtime import is_out_of_memory
+        from sft_interaction_callback.engine.runtime import is_out_of_memory
 
         mine = None
         if error is not None:
@@ -352,7 +352,7 @@ class LockstepRunner:
         self.chunks = 0
 
     def run(self, fn: Callable[..., torch.Tensor], probe: Any, masks: torch.Tensor) -> torch.Tensor:
-        from sft_interaction_callback.runtime import is_out_of_memory
+        from sft_interaction_callback.engine.runtime import is_out_of_memory
 
         out: list[torch.Tensor] = []
         pos = 0

@@ -13,9 +13,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from sft_interaction_callback.andor import AndOrInteractions
-from sft_interaction_callback.callback_state import CallbackState
+from sft_interaction_callback.callback.metric_log import MetricLog
+from sft_interaction_callback.callback.restore_best import stage_metric_of
+from sft_interaction_callback.callback.state import CallbackState
 from sft_interaction_callback.config import InteractionConfig
-from sft_interaction_callback.distributed import PeerFailure
+from sft_interaction_callback.engine.distributed import PeerFailure
+from sft_interaction_callback.engine.runtime import free_memory, is_out_of_memory
 from sft_interaction_callback.keys import (
     FIT_SECONDS_KEY,
     FORWARD_SECONDS_KEY,
@@ -26,9 +29,6 @@ from sft_interaction_callback.keys import (
     STOP_REASON_KEY,
     STOP_STEP_KEY,
 )
-from sft_interaction_callback.metric_log import MetricLog
-from sft_interaction_callback.restore_best import stage_metric_of
-from sft_interaction_callback.runtime import free_memory, is_out_of_memory
 from sft_interaction_callback.snapshots import try_write, write_probe_point
 from sft_interaction_callback.tracking.stopping import stopper_status
 

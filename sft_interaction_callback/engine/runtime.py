@@ -154,7 +154,7 @@ def is_out_of_memory(err: BaseException) -> bool:
     """True for CUDA (or other accelerator) out-of-memory errors.
 
     Also for errors that carry ``out_of_memory = True`` (a
-    :class:`~sft_interaction_callback.distributed.PeerFailure` raised on every rank when
+    :class:`~sft_interaction_callback.engine.distributed.PeerFailure` raised on every rank when
     some rank ran out of memory) and for the ``RuntimeError`` wording of other backends
     (``"CUDA error: out of memory"``, ``"MPS backend out of memory"``, ...).
     """

@@ -38,6 +38,7 @@ from typing import Any
 
 import torch
 
+from sft_interaction_callback.callback.trainer_link import requested_checkpoint
 from sft_interaction_callback.snapshots import (
     atomic_write_bytes,
     json_safe,
@@ -45,7 +46,6 @@ from sft_interaction_callback.snapshots import (
     step_filename,
     try_write,
 )
-from sft_interaction_callback.trainer_link import requested_checkpoint
 
 __all__ = [
     "STATE_FILE",
@@ -60,6 +60,7 @@ __all__ = [
 ]
 
 STATE_FILE = "interaction_callback_state.safetensors"
+#: a file-format name, not a module path: it stays as written by every earlier layout
 FORMAT = "sft_interaction_callback.resume/1"
 _REBUILD_HINT = (
     'pass InteractionCallback(on_missing_snapshot="rebuild") to re-base from the current '
@@ -180,7 +181,7 @@ def find_resume_checkpoint(args: Any, state: Any, trainer: Any = None) -> Path |
 
     The Trainer does not hand ``resume_from_checkpoint`` to callbacks; in order:
     the argument of the running ``trainer.train`` (recorded by
-    :func:`~sft_interaction_callback.trainer_link.record_resume_argument`), then
+    :func:`~sft_interaction_callback.callback.trainer_link.record_resume_argument`), then
     ``<output_dir>/checkpoint-<global_step>``, then ``args.resume_from_checkpoint``. A
     candidate counts when it is a folder whose ``trainer_state.json`` has this global
     step; one holding :data:`STATE_FILE` is preferred.
