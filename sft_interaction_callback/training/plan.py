@@ -38,7 +38,8 @@ def _model_rows(cfg: TrainConfig) -> Rows:
     m, lo = cfg.model, cfg.lora
     fam = m.family or guess_family(m.name) or "family unknown"
     trust = str(m.trust_remote_code).lower()
-    rows = [("model", f"{m.name}  [{fam}, dtype {m.dtype}, trust_remote_code {trust}]")]
+    src = f"{m.name}/{m.gguf_file} (GGUF, de-quantized)" if m.gguf_file else m.name
+    rows = [("model", f"{src}  [{fam}, dtype {m.dtype}, trust_remote_code {trust}]")]
     if lo is None:
         rows.append(("fine-tuning", "full (lora: null): every weight trains"))
     else:

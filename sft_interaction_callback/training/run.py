@@ -16,6 +16,7 @@ from typing import Any
 
 from sft_interaction_callback.training.data import SFTData, load_sft_data, use_chat_template
 from sft_interaction_callback.training.lora_targets import target_matches
+from sft_interaction_callback.training.model_source import clear_gguf_marker, gguf_problem
 from sft_interaction_callback.training.plan import describe_plan
 from sft_interaction_callback.training.probes import build_probes
 from sft_interaction_callback.training.schema import (
@@ -79,10 +80,12 @@ def load_tokenizer(mc: ModelConfig) -> Any:
     from transformers import AutoTokenizer
 
     name = mc.tokenizer or mc.name
+    extra = {"gguf_file": mc.gguf_file} if mc.gguf_file and not mc.tokenizer else {}
     tok = AutoTokenizer.from_pretrained(
         name,
         revision=None if mc.tokenizer else mc.revision,
         trust_remote_code=mc.trust_remote_code,
+        **extra,
     )
     if mc.chat_template:
         ct = mc.chat_template
@@ -98,7 +101,9 @@ def load_model(mc: ModelConfig) -> Any:
     """``AutoModelForCausalLM.from_pretrained`` with the config's dtype and options.
 
     No ``device_map``: the Trainer (through Accelerate) places the model on each process's
-    device, which works alike on one GPU, under DDP and under FSDP / DeepSpeed.
+    device, which works alike on one GPU, under DDP and under FSDP / DeepSpeed. A GGUF
+    file (``model.gguf_file``) is de-quantized to ``model.dtype`` and its quantization
+    marker dropped, so that the Trainer accepts the float model it is.
     """
     import torch
     import transformers
@@ -111,7 +116,12 @@ def load_model(mc: ModelConfig) -> Any:
         kwargs["revision"] = mc.revision
     if mc.attn_implementation:
         kwargs["attn_implementation"] = mc.attn_implementation
-    return AutoModelForCausalLM.from_pretrained(mc.name, **kwargs)
+    if mc.gguf_file:
+        problem = gguf_problem(mc.name, mc.gguf_file)
+        if problem:
+            raise ConfigError(f"model.gguf_file: {problem}")
+        kwargs["gguf_file"] = mc.gguf_file
+    return clear_gguf_marker(AutoModelForCausalLM.from_pretrained(mc.name, **kwargs))
 
 
 _LINEAR_TYPES = {"Linear", "Linear8bitLt", "Linear4bit", "Conv1D"}

