@@ -25,6 +25,7 @@ _LAZY = {
     "ProbeSchedule": "sft_interaction_callback.tracking.schedule",
     "NoiseRiseStopper": "sft_interaction_callback.tracking.stopping",
     "Stopper": "sft_interaction_callback.tracking.stopping",
+    "ShadowStopper": "sft_interaction_callback.tracking.shadow",
     # reading a finished run
     "build_report": "sft_interaction_callback.reporting.report",
     "load_run": "sft_interaction_callback.reporting.run_data",
@@ -38,6 +39,7 @@ __all__ = [
     "NoiseRiseStopper",
     "Probe",
     "ProbeSchedule",
+    "ShadowStopper",
     "SnapshotError",
     "Stopper",
     "build_report",
@@ -54,6 +56,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from sft_interaction_callback.reporting.report import build_report
     from sft_interaction_callback.reporting.run_data import load_run
     from sft_interaction_callback.tracking.schedule import ProbeSchedule
+    from sft_interaction_callback.tracking.shadow import ShadowStopper
     from sft_interaction_callback.tracking.stopping import NoiseRiseStopper, Stopper
     from sft_interaction_callback.tracking.tracker import InteractionTracker
 

@@ -243,7 +243,7 @@ class InteractionCallback(TrainerCallback):
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
         self.metric_log.flush(control)
-        best.restore_at_end(self, args, state)
+        best.finish_run(self, args, state, control)
 
     # ------------------------------------------------------------------ probe points
     def _base_point(self, model: Any, step: int, state: Any) -> None:

@@ -53,7 +53,12 @@ from typing import Any
 
 from sft_interaction_callback.callback.noise_floor import measure_floor
 from sft_interaction_callback.callback.resume import checkpoint_dir
-from sft_interaction_callback.keys import EVAL_METRIC, EVAL_RESTORE_SCORE, REMOVED_FRACTION_KEY
+from sft_interaction_callback.keys import (
+    EVAL_METRIC,
+    EVAL_RESTORE_SCORE,
+    REMOVED_FRACTION_KEY,
+    RESTORE_STEP_KEY,
+)
 
 __all__ = [
     "eval_metrics",
@@ -207,6 +212,25 @@ def restore_at_end(callback: Any, args: Any, state: Any) -> int | None:
         state.best_model_checkpoint = saved
     _note(callback, step, f"restored the weights of {folder}")
     return step
+
+
+def finish_run(callback: Any, args: Any, state: Any, control: Any) -> None:
+    """The end of training: restore-best, the restored step in the logs, the whole run's
+    ``log_history.json`` and a shadow stop's ``stop.json`` beside the snapshots."""
+    from sft_interaction_callback.snapshots import atomic_write_json, try_write
+    from sft_interaction_callback.tracking.shadow import ShadowStopper, write_shadow_stop
+
+    step = restore_at_end(callback, args, state)
+    if step is not None:
+        callback.metric_log.emit({RESTORE_STEP_KEY: float(step)}, control)
+    snaps = callback.snapshots
+    if snaps is None or not state.is_world_process_zero:
+        return
+    history = list(state.log_history)
+    try_write("log", lambda: atomic_write_json(snaps.root / "log_history.json", history))
+    shadow = callback.stopper
+    if isinstance(shadow, ShadowStopper) and shadow.stop_step is not None:
+        try_write("stop", lambda: write_shadow_stop(snaps.root, shadow))
 
 
 def _note(callback: Any, step: int, what: str) -> None:

@@ -33,7 +33,7 @@ from sft_interaction_callback.demo.wandb_run import (
     wandb_credentials,
     wandb_summary,
 )
-from sft_interaction_callback.tracking.shadow import ShadowStopper, write_shadow_stop
+from sft_interaction_callback.tracking.shadow import ShadowStopper
 
 __all__ = [
     "FULL",
@@ -137,9 +137,7 @@ def _run(
     trainer, callback, sft_seconds = _finetune(
         model, data, settings, shadow, seed, dev, run_dir, report_to, log
     )
-    snap_dir = run_dir / callback.config.output_subdir
-    if shadow.stop_step is not None:
-        write_shadow_stop(snap_dir, shadow)
+    snap_dir = run_dir / callback.config.output_subdir  # stop.json: written by the callback
     summary = summarise(
         run_dir=run_dir,
         snap_dir=snap_dir,

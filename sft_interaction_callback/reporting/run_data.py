@@ -151,9 +151,12 @@ def _has_trainer_files(path: Path) -> bool:
 def load_log_history(run_dir: Path, interactions_dir: Path) -> tuple[list[dict], Path | None]:
     """The Trainer's ``log_history`` and the file it came from (``([], None)`` if none).
 
-    Sources, first found wins: ``trainer_state.json`` in the run folder, the newest
-    ``checkpoint-*/trainer_state.json``, then ``log_history.json`` in the snapshot folder
-    (a list of log entries or an object with a ``log_history`` list).
+    Sources: ``trainer_state.json`` in the run folder, every
+    ``checkpoint-*/trainer_state.json``, and ``log_history.json`` in the snapshot folder
+    (a list of log entries or an object with a ``log_history`` list; the callback writes
+    the whole run's there at the end of training). The one that reaches the latest step
+    wins (the first in that order on a tie): a checkpoint kept for restore-best holds the
+    log only up to its own step, and with ``save_strategy="no"`` it may be the only one.
     """
     candidates: list[Path] = []
     for folder in dict.fromkeys((run_dir, interactions_dir)):
@@ -166,6 +169,7 @@ def load_log_history(run_dir: Path, interactions_dir: Path) -> tuple[list[dict],
                     checkpoints.append((int(m.group(1)), p / "trainer_state.json"))
         candidates.extend(p for _, p in sorted(checkpoints, reverse=True))
     candidates.append(interactions_dir / "log_history.json")
+    best: tuple[float, list[dict], Path | None] = (-math.inf, [], None)
     for path in candidates:
         if not path.is_file():
             continue
@@ -175,8 +179,12 @@ def load_log_history(run_dir: Path, interactions_dir: Path) -> tuple[list[dict],
             continue
         history = data.get("log_history") if isinstance(data, dict) else data
         if isinstance(history, list):
-            return [h for h in history if isinstance(h, dict)], path
-    return [], None
+            entries = [h for h in history if isinstance(h, dict)]
+            last = max((_num(h.get("step")) for h in entries), default=-1.0)
+            last = -1.0 if math.isnan(last) else last
+            if last > best[0]:
+                best = (last, entries, path)
+    return best[1], best[2]
 
 
 def _num(x: Any) -> float:

@@ -13,6 +13,7 @@ one run yields every comparison (the demo and both studies work this way).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -85,12 +86,16 @@ class ShadowStopper:
         self.restore_step = state.get("restore_step")
 
 
-def write_shadow_stop(snap_dir: Path, shadow: ShadowStopper) -> None:
-    """``stop.json`` for the report's stop marker, marked as a shadow (not enforced) stop."""
+def write_shadow_stop(snap_dir: str | os.PathLike[str], shadow: ShadowStopper) -> None:
+    """``stop.json`` for the report's stop marker, marked as a shadow (not enforced) stop.
+
+    The callback writes it at the end of training when its stopper is a fired
+    :class:`ShadowStopper`; call it yourself for a rule run outside the callback.
+    """
     from sft_interaction_callback.snapshots import FORMAT, atomic_write_json
 
     atomic_write_json(
-        snap_dir / "stop.json",
+        Path(snap_dir) / "stop.json",
         {
             "format": FORMAT,
             "stop_step": shadow.stop_step,
@@ -98,7 +103,7 @@ def write_shadow_stop(snap_dir: Path, shadow: ShadowStopper) -> None:
             "restore_step": shadow.restore_step,
             "shadow": True,
             "checkpoint_saved": False,
-            "note": "demo shadow mode: the stop rule fired here; training went on to max_steps "
+            "note": "shadow mode: the stop rule fired here; training went on to max_steps "
             "so that the end of the run could be measured",
         },
     )

@@ -272,3 +272,32 @@ def test_removal_peak_before_the_confirmed_stage_end_is_restored(make_trainer, t
     assert _same(_saved(tmp_path / "checkpoint-10", True), _current(trainer.model, True))
     note = json.loads((tmp_path / "interactions" / "restore.json").read_text())
     assert note["restore_step"] == 10 and note["restore_target"] == "removal_peak"
+
+
+def test_the_end_of_a_run_is_recorded_for_the_report(make_trainer, tmp_path):
+    """save_strategy="no": the restored step is logged, the whole log is kept beside the
+    snapshots (the report then draws every step), and a fired shadow stop gets stop.json."""
+    from sft_interaction_callback.keys import RESTORE_STEP_KEY
+    from sft_interaction_callback.reporting.run_data import load_run
+
+    shadow = ShadowStopper(Pick(best=10, stop=15))
+    trainer, cb = make_trainer(tmp_path, {"schedule": 5, "stopper": shadow}, max_steps=20)
+    trainer.train()
+    assert trainer.state.global_step == 20 and shadow.stop_step == 15  # shadow: no stop
+    assert cb.restored_step == 10
+    logged = [h for h in trainer.state.log_history if RESTORE_STEP_KEY in h]
+    assert [h[RESTORE_STEP_KEY] for h in logged] == [10.0]
+    stop = json.loads((tmp_path / "interactions" / "stop.json").read_text())
+    assert stop["shadow"] is True and stop["stop_step"] == 15 and stop["restore_step"] == 10
+    run = load_run(tmp_path)
+    assert run.log_history_source == tmp_path / "interactions" / "log_history.json"
+    assert max(h["step"] for h in run.log_history) == 20  # not cut at checkpoint-10
+
+
+def test_write_shadow_stop_takes_a_str_folder(tmp_path):
+    from sft_interaction_callback.tracking.shadow import write_shadow_stop
+
+    shadow = ShadowStopper(Pick(best=5, stop=5))
+    shadow.update(5, {})
+    write_shadow_stop(str(tmp_path), shadow)
+    assert json.loads((tmp_path / "stop.json").read_text())["stop_step"] == 5

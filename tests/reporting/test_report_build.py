@@ -194,3 +194,19 @@ def test_stop_from_metrics_when_stop_json_is_absent(tmp_path, make_run):
     run = load_run(made.root)
     assert run.stop_step == 20 and "<after>" in run.stop["reason"]
     assert run.skipped_steps == [12] and 12 not in run.steps
+
+
+def test_the_log_reaching_the_latest_step_wins(tmp_path, make_run):
+    """save_strategy="no" + restore-best: the only checkpoint is an early one; the whole
+    run's log_history.json (written by the callback at the end) must win over it."""
+    from sft_interaction_callback.snapshots import atomic_write_json
+
+    made = make_run(tmp_path, logs="log_history.json", reference=False)
+    early = [{"step": s, "loss": 3.0 - 0.05 * s} for s in range(1, 11)]
+    atomic_write_json(
+        made.root / "checkpoint-10" / "trainer_state.json",
+        {"global_step": 10, "log_history": early},
+    )
+    run = load_run(made.root)
+    assert run.log_history_source == made.interactions / "log_history.json"
+    assert len(run.losses()["train"][0]) == 20
