@@ -228,9 +228,20 @@ def finish_run(callback: Any, args: Any, state: Any, control: Any) -> None:
         return
     history = list(state.log_history)
     try_write("log", lambda: atomic_write_json(snaps.root / "log_history.json", history))
+    try_write("rules", lambda: write_rule_comparison(snaps, callback.stopper, state.max_steps))
     shadow = callback.stopper
     if isinstance(shadow, ShadowStopper) and shadow.stop_step is not None:
         try_write("stop", lambda: write_shadow_stop(snaps.root, shadow))
+
+
+def write_rule_comparison(snaps: Any, stopper: Any, max_steps: int | None) -> None:
+    """``rules.json``: where the run's rule and its neighbours would have stopped, and the
+    checkpoint each keeps, replayed from ``metrics.jsonl`` (see :mod:`.rule_comparison`)."""
+    from sft_interaction_callback.snapshots import atomic_write_json
+    from sft_interaction_callback.tracking.rule_comparison import compare_rules
+
+    rows = compare_rules(snaps.load_metrics(), stopper, max_steps or None)
+    atomic_write_json(snaps.root / "rules.json", {"max_steps": max_steps, "rules": rows})
 
 
 def _note(callback: Any, step: int, what: str) -> None:

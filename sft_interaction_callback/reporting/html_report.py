@@ -338,6 +338,38 @@ def _summary_html(run: RunData, notes: Iterable[str]) -> str:
     )
 
 
+def _rules_html(run: RunData) -> str:
+    """Where the run's stop rule and its neighbours would have stopped, the step each keeps
+    and the Trainer's evaluation loss there: the stop, checked against your own labels."""
+    if not run.rules:
+        return ""
+    has_eval = any("eval_loss" in h for h in run.log_history)
+    head = ["rule", "stops at", "keeps step", "share of planned steps"]
+    head += ["eval loss at the kept step"] if has_eval else []
+    rows = []
+    for r in run.rules:
+        stop = r.get("stop_step")
+        cells = [
+            escape(str(r.get("rule", ""))),
+            "never (trains to the end)" if stop is None else f"step {stop}",
+            escape(str(r.get("kept_step"))),
+            _pct(r.get("fraction_of_steps")),
+        ]
+        if has_eval:
+            cells.append(_fmt(run.eval_at(r.get("kept_step"))))
+        rows.append("".join(f"<td>{c}</td>" for c in cells))
+    return (
+        '<section id="rules"><div class="card"><h3>Where other stop rules would have stopped'
+        '</h3><table class="metrics"><thead><tr>'
+        + "".join(f"<th>{h}</th>" for h in head)
+        + "</tr></thead><tbody>"
+        + "".join(f"<tr>{r}</tr>" for r in rows)
+        + '</tbody></table><p class="hint">Replayed from this run\'s probe points (no labels '
+        "read). With a labelled evaluation, compare its value at each kept step.</p>"
+        "</div></section>"
+    )
+
+
 def render_html(
     run: RunData,
     images: Sequence[tuple[str, str, bytes]],
@@ -394,7 +426,7 @@ def render_html(
         f'<p class="sub">{escape(str(run.run_dir))} · generated {now}</p>'
         '<nav><a href="#summary">Summary</a><a href="#plots">Plots</a>'
         '<a href="#probes">Probes</a></nav></header>'
-        f"<h2>Summary</h2>{_summary_html(run, notes)}"
+        f"<h2>Summary</h2>{_summary_html(run, notes)}{_rules_html(run)}"
         f'<h2 id="plots">Plots</h2><div class="plots">{plots}</div>'
         f'<h2 id="probes">Probes</h2><section>{probes_section}</section>'
         f"</main>{script}<script>{_JS}</script></body></html>\n"

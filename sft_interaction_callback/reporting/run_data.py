@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,8 +32,6 @@ from ..keys import (
     SALIENT,
     SNAPSHOT_SUBDIR,
     STAGE_KEY,
-    STOP_REASON_KEY,
-    STOP_STEP_KEY,
 )
 from ..snapshots import (
     Snapshot,
@@ -43,6 +40,14 @@ from ..snapshots import (
     read_jsonl,
     read_snapshot,
     step_filename,
+)
+from .run_files import (
+    NoInteractionsData,
+    find_interactions_dir,
+    load_log_history,
+    num,
+    read_rules,
+    read_stop,
 )
 
 __all__ = [
@@ -56,11 +61,6 @@ __all__ = [
 ]
 
 DEFAULT_SUBDIR = SNAPSHOT_SUBDIR
-_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
-
-
-class NoInteractionsData(FileNotFoundError):
-    """The folder holds no interaction snapshots (no probe point was ever recorded)."""
 
 
 @dataclass(frozen=True)
@@ -99,101 +99,6 @@ class Interaction:
         return len(self.players)
 
 
-def _looks_like_snapshots(path: Path) -> bool:
-    try:
-        if not path.is_dir():
-            return False
-        if (path / "probes.json").is_file() or (path / "metrics.jsonl").is_file():
-            return True
-        return bool(SnapshotDir(path).steps())
-    except OSError:  # an unreadable folder holds nothing we can report on
-        return False
-
-
-def find_interactions_dir(path: str | Path) -> tuple[Path, Path]:
-    """``(interactions_dir, run_dir)`` for a Trainer output folder or the snapshot folder.
-
-    Looks at ``path`` itself, then ``path/interactions``, then the immediate subfolders
-    of ``path`` (a custom ``output_subdir``). Raises :class:`NoInteractionsData` when
-    none holds snapshots and ``FileNotFoundError`` / ``NotADirectoryError`` for a bad path.
-    """
-    path = Path(path).expanduser().absolute()
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such folder")
-    if not path.is_dir():
-        raise NotADirectoryError(f"{path} is not a folder (pass the Trainer output_dir)")
-    if _looks_like_snapshots(path):
-        run_dir = path if _has_trainer_files(path) else path.parent
-        return path, run_dir
-    if _looks_like_snapshots(path / DEFAULT_SUBDIR):
-        return path / DEFAULT_SUBDIR, path
-    found = sorted(p for p in path.iterdir() if _looks_like_snapshots(p))
-    if len(found) == 1:
-        return found[0], path
-    if len(found) > 1:
-        names = ", ".join(p.name for p in found)
-        raise NoInteractionsData(
-            f"{path} holds several snapshot folders ({names}); pass the one to report on"
-        )
-    raise NoInteractionsData(
-        f"{path} holds no interaction data: no probes.json, metrics.jsonl or "
-        f"step-*.safetensors there or in {path / DEFAULT_SUBDIR}. Was the InteractionCallback "
-        "attached to the Trainer whose output_dir this is?"
-    )
-
-
-def _has_trainer_files(path: Path) -> bool:
-    if (path / "trainer_state.json").is_file():
-        return True
-    return any(_CHECKPOINT_RE.match(p.name) and p.is_dir() for p in path.iterdir())
-
-
-def load_log_history(run_dir: Path, interactions_dir: Path) -> tuple[list[dict], Path | None]:
-    """The Trainer's ``log_history`` and the file it came from (``([], None)`` if none).
-
-    Sources: ``trainer_state.json`` in the run folder, every
-    ``checkpoint-*/trainer_state.json``, and ``log_history.json`` in the snapshot folder
-    (a list of log entries or an object with a ``log_history`` list; the callback writes
-    the whole run's there at the end of training). The one that reaches the latest step
-    wins (the first in that order on a tie): a checkpoint kept for restore-best holds the
-    log only up to its own step, and with ``save_strategy="no"`` it may be the only one.
-    """
-    candidates: list[Path] = []
-    for folder in dict.fromkeys((run_dir, interactions_dir)):
-        candidates.append(folder / "trainer_state.json")
-        checkpoints = []
-        if folder.is_dir():
-            for p in folder.iterdir():
-                m = _CHECKPOINT_RE.match(p.name)
-                if m and (p / "trainer_state.json").is_file():
-                    checkpoints.append((int(m.group(1)), p / "trainer_state.json"))
-        candidates.extend(p for _, p in sorted(checkpoints, reverse=True))
-    candidates.append(interactions_dir / "log_history.json")
-    best: tuple[float, list[dict], Path | None] = (-math.inf, [], None)
-    for path in candidates:
-        if not path.is_file():
-            continue
-        try:
-            data = read_json(path)
-        except (OSError, ValueError):
-            continue
-        history = data.get("log_history") if isinstance(data, dict) else data
-        if isinstance(history, list):
-            entries = [h for h in history if isinstance(h, dict)]
-            last = max((_num(h.get("step")) for h in entries), default=-1.0)
-            last = -1.0 if math.isnan(last) else last
-            if last > best[0]:
-                best = (last, entries, path)
-    return best[1], best[2]
-
-
-def _num(x: Any) -> float:
-    """A metric value as float; None, strings and non-finite values become NaN."""
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
-        return math.nan
-    return float(x) if math.isfinite(x) else math.nan
-
-
 @dataclass
 class RunData:
     """Everything the report shows, loaded from one run folder (see :func:`load_run`)."""
@@ -211,6 +116,8 @@ class RunData:
     log_history_source: Path | None
     has_reference: bool
     notes: list[str] = field(default_factory=list)
+    #: ``rules.json``: where the run's stop rule and its neighbours would have stopped
+    rules: list[dict[str, Any]] = field(default_factory=list)
     _cache: dict[int, Snapshot] = field(default_factory=dict, repr=False)
     _hists: dict[int, Any] = field(default_factory=dict, repr=False)
 
@@ -222,11 +129,11 @@ class RunData:
 
     def has(self, key: str) -> bool:
         """Whether any probe point holds a finite value for ``key``."""
-        return any(math.isfinite(_num(r.get(key))) for r in self.records)
+        return any(math.isfinite(num(r.get(key))) for r in self.records)
 
     def series(self, key: str) -> tuple[list[int], list[float]]:
         """``(steps, values)`` of one metric over the probe points (NaN where missing)."""
-        return self.steps, [_num(r.get(key)) for r in self.records]
+        return self.steps, [num(r.get(key)) for r in self.records]
 
     def record_at(self, step: int | None) -> dict[str, Any] | None:
         for r in self.records:
@@ -244,9 +151,18 @@ class RunData:
         if self.stop is not None and isinstance(self.stop.get("stage_ended_at"), int):
             return self.stop["stage_ended_at"]
         for r in self.records:
-            if _num(r.get(STAGE_KEY)) >= 2:
+            if num(r.get(STAGE_KEY)) >= 2:
                 return int(r["step"])
         return None
+
+    def eval_at(self, step: int | None, key: str = "eval_loss") -> float | None:
+        """``key`` of the latest evaluation at or before ``step`` (None: no such one)."""
+        found = None
+        for h in self.log_history:
+            s = h.get("step")
+            if isinstance(s, (int, float)) and step is not None and s <= step and key in h:
+                found = (s, num(h[key])) if found is None or s >= found[0] else found
+        return None if found is None or math.isnan(found[1]) else found[1]
 
     @property
     def last_step(self) -> int | None:
@@ -293,7 +209,7 @@ class RunData:
                     name = key
                 else:
                     continue
-                v = _num(value)
+                v = num(value)
                 if math.isfinite(v):
                     out.setdefault(name, ([], []))
                     out[name][0].append(int(step))
@@ -405,28 +321,6 @@ class RunData:
         return Interaction(kind, subset, players, names, value, category, step)
 
 
-def _read_stop(interactions_dir: Path, records: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The stop decision from ``stop.json`` (``stop_step`` or ``step``), else the metrics."""
-    path = interactions_dir / "stop.json"
-    if path.is_file():
-        try:
-            data = read_json(path)
-        except (OSError, ValueError):
-            data = None
-        if isinstance(data, dict):
-            step = data.get("stop_step", data.get("step"))
-            if isinstance(step, (int, float)) and not isinstance(step, bool):
-                stop = dict(data)
-                stop["step"] = int(step)
-                stop["reason"] = str(data.get("reason") or "")
-                return stop
-    for r in records:
-        step = r.get(STOP_STEP_KEY)
-        if isinstance(step, (int, float)) and math.isfinite(step):
-            return {"step": int(step), "reason": str(r.get(STOP_REASON_KEY) or "")}
-    return None
-
-
 def load_run(path: str | Path) -> RunData:
     """Read a run folder (Trainer ``output_dir`` or its snapshot folder) into :class:`RunData`.
 
@@ -493,12 +387,13 @@ def load_run(path: str | Path) -> RunData:
         records=records,
         skipped_steps=skipped,
         snapshot_steps=snapshot_steps,
-        stop=_read_stop(interactions_dir, records),
+        stop=read_stop(interactions_dir, records),
         log_history=history,
         log_history_source=source,
         has_reference=(interactions_dir / "reference.safetensors").is_file()
         or any(k.endswith("/gamma") for r in records for k in r),
         notes=notes,
+        rules=read_rules(interactions_dir),
     )
     if skipped:
         notes.append(f"probe points skipped (errors): steps {', '.join(map(str, skipped))}")

@@ -301,3 +301,14 @@ def test_write_shadow_stop_takes_a_str_folder(tmp_path):
     shadow.update(5, {})
     write_shadow_stop(str(tmp_path), shadow)
     assert json.loads((tmp_path / "stop.json").read_text())["stop_step"] == 5
+
+
+def test_the_callback_writes_the_comparison_and_its_own_row_matches(make_trainer, tmp_path):
+    stopper = NoiseRiseStopper(stage_end_step=5, patience=1, min_delta=0.0)
+    trainer, cb = make_trainer(tmp_path, {"schedule": 5, "stopper": stopper}, max_steps=30)
+    trainer.train()
+    doc = json.loads((tmp_path / "interactions" / "rules.json").read_text())
+    assert doc["max_steps"] == 30
+    ours = doc["rules"][0]
+    assert ours["rule"] == "this run's rule"
+    assert ours["stop_step"] == cb.stop_step and ours["kept_step"] == cb.restored_step

@@ -210,3 +210,29 @@ def test_the_log_reaching_the_latest_step_wins(tmp_path, make_run):
     run = load_run(made.root)
     assert run.log_history_source == made.interactions / "log_history.json"
     assert len(run.losses()["train"][0]) == 20
+
+
+def test_the_rule_comparison_is_shown_with_the_eval_loss_at_each_kept_step(tmp_path, make_run):
+    from sft_interaction_callback.snapshots import atomic_write_json
+
+    made = make_run(tmp_path, logs="trainer_state", reference=False)
+    rows = [
+        {"rule": "this run's rule", "stop_step": 15, "kept_step": 10, "fraction_of_steps": 0.75},
+        {"rule": "patience 4", "stop_step": None, "kept_step": 20, "fraction_of_steps": 1.0},
+    ]
+    atomic_write_json(made.interactions / "rules.json", {"max_steps": 20, "rules": rows})
+    run = load_run(made.root)
+    assert [r["rule"] for r in run.rules] == ["this run's rule", "patience 4"]
+    # conftest's log: eval_loss = 3.1 - 0.03 * step at steps 5, 10, 15, 20
+    assert run.eval_at(10) == pytest.approx(2.8) and run.eval_at(12) == pytest.approx(2.8)
+    assert run.eval_at(4) is None
+    page = (build_report(made.root).html).read_text(encoding="utf-8")
+    section = page[page.index('id="rules"') :]
+    assert "never (trains to the end)" in section and "step 15" in section
+    assert "eval loss at the kept step" in section and "2.8" in section
+
+
+def test_no_rule_comparison_without_rules_json(tmp_path, make_run):
+    made = make_run(tmp_path, logs="trainer_state", reference=False)
+    assert load_run(made.root).rules == []
+    assert 'id="rules"' not in build_report(made.root).html.read_text(encoding="utf-8")
