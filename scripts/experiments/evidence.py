@@ -21,6 +21,7 @@ Training, tuning and probe rows never share a text with the judging rows.
 
 from __future__ import annotations
 
+import argparse
 import copy
 import json
 import math
@@ -28,6 +29,7 @@ import random
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -474,3 +476,91 @@ def run_grid(
     meta["wall_seconds_this_call"] = round(time.perf_counter() - started, 1)
     aggregate(out, meta)
     log(f"[{label}] wrote {out / 'runs.json'} ({meta['wall_seconds_this_call']} s)")
+
+
+# ---------------------------------------------------------------------- shared by studies C-E
+def study_args(argv: list[str] | None, doc: str, out: str, work_dir: str,
+               configs_example: str) -> argparse.Namespace:  # fmt: skip
+    """The command line every judged study takes (see their module docstrings)."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    p.add_argument("--out", default=str(ROOT / "docs" / "results" / out))
+    p.add_argument("--judge-file", default=None, help="labelled TSV (GoEmotions format)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
+    p.add_argument("--tiny", action="store_true")
+    p.add_argument("--configs", nargs="+", default=None, help=f"e.g. {configs_example}")
+    p.add_argument("--data-dir", default=str(DEFAULT_DATA))
+    p.add_argument("--work-dir", default=work_dir)
+    p.add_argument("--threads", type=int, default=1)
+    return p.parse_args(argv)
+
+
+Score = Callable[[Any, list[dict]], tuple[float, float]]
+
+
+def causal_scorer(
+    batch_of: Callable[[list[dict]], dict], label_ids: list[int], chunk: int = 128
+) -> Score:
+    """``score(model, rows) -> (completion cross-entropy, accuracy)`` for a causal LM.
+
+    ``batch_of(rows)`` pads rows into ``input_ids`` / ``labels`` (-100 outside the
+    completion) / ``attention_mask``; accuracy is the label whose token (``label_ids``) has
+    the largest next-token logit after the prompt (``rows[i]["prompt_ids"]``)."""
+    import torch
+
+    def score(model: Any, rows: list[dict]) -> tuple[float, float]:
+        was = model.training
+        model.eval()
+        loss_sum, n_tok, hits = 0.0, 0, 0
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]["prompt_ids"]))
+        with torch.no_grad():
+            for k in range(0, len(order), chunk):
+                part = [rows[i] for i in order[k : k + chunk]]
+                b = batch_of(part)
+                logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+                lg, lb = logits[:, :-1], b["labels"][:, 1:]
+                mask = lb != -100
+                loss_sum += float(
+                    torch.nn.functional.cross_entropy(lg[mask], lb[mask], reduction="sum")
+                )
+                n_tok += int(mask.sum())
+                pos = torch.tensor([len(r["prompt_ids"]) - 1 for r in part])
+                scores = logits[torch.arange(len(part)), pos][:, label_ids]
+                gold = torch.tensor([r["label"] for r in part])
+                hits += int((scores.argmax(-1) == gold).sum())
+        model.train(was)
+        return loss_sum / max(1, n_tok), hits / len(rows)
+
+    return score
+
+
+def attach_interactions(points: dict[int, dict[str, Any]], snap: Path, config: Any,
+                        model0: Any, tokenizer: Any, *, kind: str, rel: float,
+                        seed: int) -> tuple[dict[str, Any], float]:  # fmt: skip
+    """After training: the callback's metrics (debounced and DESIGN categories) into each
+    grid point, and ``(floor, probe seconds)``; the floor from ``model0`` (step 0)."""
+    inter = interaction_points(snap)
+    floor = measure_floor(model0, tokenizer, snap, kind=kind, config=config, rel=rel, seed=seed)
+    design = design_points(snap, config)
+    for st, p in points.items():
+        p["interactions"] = inter.get(st, {})
+        p["interactions_design"] = design.get(st, {})
+    probe_s = sum(p["interactions"].get("interactions/probe_seconds", 0.0) for p in points.values())
+    return floor, probe_s
+
+
+def quiet_libraries(threads: int) -> None:
+    """Hugging Face and ``datasets`` without progress bars or info logs, warnings off,
+    and ``threads`` torch threads: a study's log holds its own lines only."""
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        import datasets
+
+        datasets.disable_progress_bars()
+    except ImportError:  # pragma: no cover - trl brings datasets
+        pass
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(max(1, threads))

@@ -28,7 +28,6 @@ import json
 import shutil
 import sys
 import time
-import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -340,15 +339,9 @@ def one_run(ctx: dict[str, Any], noise: float, method: str, seed: int, work: Pat
     t0 = time.perf_counter()
     trainer.train()
     wall = time.perf_counter() - t0
-    snap = run_dir / config.output_subdir
-    inter = ev.interaction_points(snap)
-    floor = ev.measure_floor(model0, tok, snap, kind="classifier", config=config,
-                             rel=s.floor_rel, seed=seed)  # fmt: skip
-    design = ev.design_points(snap, config)
-    for st, p in points.items():
-        p["interactions"] = inter.get(st, {})
-        p["interactions_design"] = design.get(st, {})
-    probe_s = sum(p["interactions"].get("interactions/probe_seconds", 0.0) for p in points.values())
+    floor, probe_s = ev.attach_interactions(points, run_dir / config.output_subdir, config,
+                                            model0, tok, kind="classifier", rel=s.floor_rel,
+                                            seed=seed)  # fmt: skip
     del model, model0
     torch.manual_seed(0)
     return {
@@ -381,16 +374,7 @@ def one_run(ctx: dict[str, Any], noise: float, method: str, seed: int, work: Pat
 
 # ---------------------------------------------------------------------- main
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default=str(ev.ROOT / "docs" / "results" / "study_c"))
-    p.add_argument("--judge-file", default=None, help="labelled TSV (GoEmotions format)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
-    p.add_argument("--tiny", action="store_true")
-    p.add_argument("--configs", nargs="+", default=None, help="e.g. 20-lora 0-full")
-    p.add_argument("--data-dir", default=str(ev.DEFAULT_DATA))
-    p.add_argument("--work-dir", default="/tmp/study_c_work")
-    p.add_argument("--threads", type=int, default=1)
-    return p.parse_args(argv)
+    return ev.study_args(argv, __doc__, "study_c", "/tmp/study_c_work", "20-lora 0-full")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -406,12 +390,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import torch
     from transformers import AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    warnings.filterwarnings("ignore")
-    torch.set_num_threads(max(1, args.threads))
+    ev.quiet_libraries(args.threads)
     s = TINY if args.tiny else DEFAULT
     out, work = Path(args.out), Path(args.work_dir)
     (out / "runs").mkdir(parents=True, exist_ok=True)

@@ -32,7 +32,6 @@ import random
 import shutil
 import sys
 import time
-import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -267,32 +266,7 @@ def completion_batch(tok: Any, rows: list[dict], lids: list[int]) -> dict:
 
 
 def scorer(tok: Any, lids: list[int]) -> Any:
-    import torch
-
-    def score(model: Any, rows: list[dict]) -> tuple[float, float]:
-        was = model.training
-        model.eval()
-        loss_sum, n_tok, hits = 0.0, 0, 0
-        order = sorted(range(len(rows)), key=lambda i: len(rows[i]["prompt_ids"]))
-        with torch.no_grad():
-            for k in range(0, len(order), 128):
-                chunk = [rows[i] for i in order[k : k + 128]]
-                b = completion_batch(tok, chunk, lids)
-                logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
-                lg, lb = logits[:, :-1], b["labels"][:, 1:]
-                mask = lb != -100
-                loss_sum += float(
-                    torch.nn.functional.cross_entropy(lg[mask], lb[mask], reduction="sum")
-                )
-                n_tok += int(mask.sum())
-                pos = torch.tensor([len(r["prompt_ids"]) - 1 for r in chunk])
-                scores = logits[torch.arange(len(chunk)), pos][:, lids]
-                gold = torch.tensor([r["label"] for r in chunk])
-                hits += int((scores.argmax(-1) == gold).sum())
-        model.train(was)
-        return loss_sum / max(1, n_tok), hits / len(rows)
-
-    return score
+    return ev.causal_scorer(lambda rows: completion_batch(tok, rows, lids), lids)
 
 
 def sft_config(out_dir: Path, s: Settings, *, steps: int, lr: float, seed: int) -> Any:
@@ -423,14 +397,8 @@ def one_run(ctx: dict[str, Any], noise: float, method: str, seed: int, work: Pat
     trainer.train()
     wall = time.perf_counter() - t0
     snap = run_dir / config.output_subdir
-    inter = ev.interaction_points(snap)
-    floor = ev.measure_floor(model0, tok, snap, kind="causal", config=config,
-                             rel=s.floor_rel, seed=seed)  # fmt: skip
-    design = ev.design_points(snap, config)
-    for st, p in points.items():
-        p["interactions"] = inter.get(st, {})
-        p["interactions_design"] = design.get(st, {})
-    probe_s = sum(p["interactions"].get("interactions/probe_seconds", 0.0) for p in points.values())
+    floor, probe_s = ev.attach_interactions(points, snap, config, model0, tok, kind="causal",
+                                            rel=s.floor_rel, seed=seed)  # fmt: skip
     del model, model0, trainer
     torch.manual_seed(0)
     return {
@@ -483,16 +451,7 @@ def reference_sft(lm_dir: Path, tok: Any, rows: list[tuple[str, int]], names: li
 
 # ---------------------------------------------------------------------- main
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default=str(ev.ROOT / "docs" / "results" / "study_d"))
-    p.add_argument("--judge-file", default=None, help="labelled TSV (GoEmotions format)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
-    p.add_argument("--tiny", action="store_true")
-    p.add_argument("--configs", nargs="+", default=None, help="e.g. 20-lora 0-lora")
-    p.add_argument("--data-dir", default=str(ev.DEFAULT_DATA))
-    p.add_argument("--work-dir", default="/tmp/study_d_work")
-    p.add_argument("--threads", type=int, default=1)
-    return p.parse_args(argv)
+    return ev.study_args(argv, __doc__, "study_d", "/tmp/study_d_work", "20-lora 0-lora")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -503,15 +462,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import torch
     from transformers import PreTrainedTokenizerFast
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    import datasets
-
-    datasets.disable_progress_bars()
-    warnings.filterwarnings("ignore")
-    torch.set_num_threads(max(1, args.threads))
+    ev.quiet_libraries(args.threads)
     s = TINY if args.tiny else DEFAULT
     out, work = Path(args.out), Path(args.work_dir)
     (out / "runs").mkdir(parents=True, exist_ok=True)
