@@ -287,6 +287,31 @@ def curves_table(runs: list[dict], tuning: set[int]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def tuning_curves(runs: list[dict], tuning: set[int]) -> str:
+    """The tuning runs point by point, on the tuning split and label-free curves only (the
+    judging accuracy is left out: it must not inform a choice)."""
+    keys = [("removed/fraction", ".3f"), ("noise", ".3f"), ("emerged/count", ".1f"),
+            ("removed/mean_order", ".2f"), ("emerged/rho", ".2f")]  # fmt: skip
+    head = "| run | step | tune loss | tune acc. (%) | EB | " + " | ".join(k for k, _ in keys)
+    lines = [head + " |", "|" + "---|" * (5 + len(keys))]  # the 5 fixed columns
+    for r in runs:
+        if r["seed"] not in tuning:
+            continue
+        for s in sorted(int(k) for k in r["points"]):
+            p = r["points"][str(s)]
+            inter = p.get("interactions") or {}
+            cells = []
+            for k, spec in keys:
+                x = inter.get(KEY + k)
+                cells.append("" if x is None else format(x, spec))
+            eb = p.get("eb")
+            lines.append(
+                f"| {r['run']} | {s} | {p['tune_loss']:.3f} | {100 * p['tune_acc']:.1f} | "
+                f"{'' if eb is None else format(eb, '+.2f')} | " + " | ".join(cells) + " |"
+            )
+    return "\n".join(lines) + "\n"
+
+
 def _mean_curve(rs: list[dict], grid: list[int], field: str, sub: str | None = None) -> list[float]:
     """Mean over runs of a per-point field (``sub``: a key inside it) on ``grid``."""
     out = []
@@ -360,6 +385,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("dirs", nargs="+", help="study output folders holding runs.json")
     p.add_argument("--tuning-seeds", type=int, nargs="*", default=[0])
     p.add_argument("--plot", default=None, help="also draw the mean curves into this PNG")
+    p.add_argument(
+        "--tuning-curves", action="store_true", help="only the tuning runs' curves (no judging)"
+    )
     args = p.parse_args(argv)
     tuning = set(args.tuning_seeds)
     runs: list[dict[str, Any]] = []
@@ -367,6 +395,9 @@ def main(argv: list[str] | None = None) -> int:
         path = Path(d) / "runs.json"
         if path.is_file():
             runs += json.loads(path.read_text())["runs"]
+    if args.tuning_curves:
+        print(tuning_curves(runs, tuning))
+        return 0
     g = groups(runs, tuning)
     if args.plot:
         plot(g, Path(args.plot))
