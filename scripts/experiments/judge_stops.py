@@ -205,12 +205,49 @@ def markdown(results: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def plot(results: list[dict[str, Any]], path: Path) -> None:
+    """Regret against compute: one panel per setting with runs, each rule a point at (mean
+    fraction of planned steps, mean regret), the default marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [v for v in results if v["seeds"]]
+    fig, axes = plt.subplots(1, len(shown), figsize=(4.2 * len(shown), 3.6), squeeze=False)
+    for ax, v in zip(axes[0], shown, strict=True):
+        spots: dict[tuple[float, float], list[str]] = {}  # rules that coincide share a label
+        for name in SHOWN:
+            r = v["rules"].get(name)
+            if r is None or (name == "eb" and not v["eb_measured"]):
+                continue
+            xy = (round(100 * r["mean_fraction_of_steps"], 1), round(r["mean_regret_pp"], 2))
+            spots.setdefault(xy, []).append(name)
+        for (x, y), names in spots.items():
+            default = DEFAULT in names
+            ax.scatter([x], [y], s=70 if default else 30, marker="*" if default else "o",
+                       color="crimson" if default else "steelblue", zorder=3)  # fmt: skip
+            label = " = ".join(v["rules"][n]["label"].split(" (")[0] for n in names)
+            ax.annotate(label, (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        ax.set_title(f"{v['setting']} ({len(v['seeds'])} seeds)", fontsize=9)
+        ax.set_xlabel("mean share of planned steps trained (%)")
+        ax.set_ylabel("mean regret (pp)")
+        ax.set_xlim(0, 110)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--json", action="store_true", help='print {"settings": [...]}')
     p.add_argument("--results", default=str(RESULTS), help="the docs/results folder")
+    p.add_argument("--plot", default=None, help="also draw regret against compute (PNG)")
     args = p.parse_args(argv)
     results = [verdict(s, load_setting(s, Path(args.results))) for s in SETTINGS]
+    if args.plot:
+        plot(results, Path(args.plot))
     if args.json:
         print(json.dumps({"settings": results}, allow_nan=False))
     else:

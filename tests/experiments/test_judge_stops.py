@@ -45,3 +45,10 @@ def test_the_demo_adapter_replays_the_recorded_default(load_script):
     for run in runs:
         decision = stops.RULES[js.DEFAULT](run)
         assert decision.used == run["recorded_restore_step"], run["run"]
+
+
+def test_regret_against_compute_is_drawn(load_script, tmp_path, capsys):
+    js = load_script("judge_stops")
+    assert js.main(["--plot", str(tmp_path / "r.png")]) == 0
+    assert (tmp_path / "r.png").stat().st_size > 10_000
+    assert "(default)" in capsys.readouterr().out
