@@ -30,6 +30,9 @@ quality, so a rule that only *stops* is late by construction. With ``restore_bes
   current weights; it never raises into training.
 * **Resume.** The best-so-far lives in the stopper's state, saved with every checkpoint,
   so a resumed run keeps it.
+* **The end of a run** (:func:`finish_run`): the restored step is logged, and beside the
+  snapshots go the Trainer's whole log (``log_history.json``), the replay of the run's
+  rule and its neighbours (``rules.json``) and a fired shadow stop's ``stop.json``.
 
 :func:`eval_value` gives ``eval_interaction_noise``: before the stage ends it is the worst
 possible value (``+inf``, or ``-inf`` with ``greater_is_better=True``), so
@@ -63,6 +66,7 @@ from sft_interaction_callback.keys import (
 __all__ = [
     "eval_metrics",
     "eval_value",
+    "finish_run",
     "keep_step_of",
     "mark_best_checkpoint",
     "measure_floor",
@@ -72,6 +76,7 @@ __all__ = [
     "restore_score",
     "restore_step_of",
     "stage_metric_of",
+    "write_rule_comparison",
 ]
 
 logger = logging.getLogger("sft_interaction_callback")
