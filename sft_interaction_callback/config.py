@@ -141,6 +141,12 @@ class InteractionConfig:
         "probe; logged as interactions/noise_floor); None or 0 measures no floor.",
         1e-2,
     )
+    floor_draws: int = _help(
+        "Perturbation draws pooled (mean) into the step-0 floor; each costs one step-0 "
+        "probe. With more than one, their standard deviation is logged as "
+        "interactions/noise_floor_sd, so you see how much one draw can be trusted.",
+        1,
+    )
     categories: str = _help(
         "'debounced': an interaction changes category only after two consecutive probe "
         "points agree; 'design': DESIGN.md section 5 on the raw salient sets.",
@@ -242,6 +248,8 @@ class InteractionConfig:
         fp = self.floor_perturbation
         if fp is not None and (not _is_number(fp) or not 0 <= fp < 1):
             raise ValueError(f"floor_perturbation={fp!r}: use None or a number in [0, 1)")
+        if not _is_int(self.floor_draws) or self.floor_draws < 1:
+            raise ValueError(f"floor_draws={self.floor_draws!r}: use an int >= 1")
         if self.categories not in ("debounced", "design"):
             raise ValueError(f"categories={self.categories!r}: use 'debounced' or 'design'")
         if self.noise_signal not in ("pooled", "design"):

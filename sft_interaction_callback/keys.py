@@ -97,7 +97,11 @@ beside the default pooled ``interactions/noise`` for comparison."""
 
 NOISE_FLOOR_KEY = metric_key("noise_floor")
 """The noise signal of the step-0 model against itself with weights perturbed by a tiny
-relative noise: what the measurement alone produces (logged once, at step 0)."""
+relative noise: what the measurement alone produces (logged once, at step 0; the mean
+over ``floor_draws`` perturbation draws)."""
+
+NOISE_FLOOR_SD_KEY = metric_key("noise_floor_sd")
+"""The standard deviation of the floor over its perturbation draws (``floor_draws > 1``)."""
 
 RESTORE_STEP_KEY = metric_key("restore_step")
 """The probe step whose checkpoint restore-best restored (or, in shadow mode, would)."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import math
+import statistics
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,7 +28,7 @@ from typing import Any
 
 import torch
 
-from sft_interaction_callback.keys import NOISE_FLOOR_KEY, NOISE_KEY
+from sft_interaction_callback.keys import NOISE_FLOOR_KEY, NOISE_FLOOR_SD_KEY, NOISE_KEY
 
 __all__ = ["floor_of", "measure_floor", "perturbed_weights"]
 
@@ -78,6 +79,10 @@ def floor_of(tracker: Any, interactions: Any) -> float:
 def measure_floor(callback: Any, model: Any, rel: float | None = None) -> dict[str, float]:
     """Probe the step-0 model with perturbed weights; ``{interactions/noise_floor: x}``.
 
+    With ``config.floor_draws = k > 1`` the floor is the mean over ``k`` draws (seeds
+    ``seed .. seed + k - 1``) and their standard deviation is returned as well: one draw
+    can be far from another (issue 23).
+
     Gives the floor to the stopper (``set_floor``) when it takes one. Returns ``{}`` (and
     measures nothing) when ``rel`` is None or 0, under sharded weights (lockstep probing),
     or when the measurement fails (with a warning: the stop then uses ``min_delta = 0``
@@ -87,10 +92,14 @@ def measure_floor(callback: Any, model: Any, rel: float | None = None) -> dict[s
         rel = getattr(callback.config, "floor_perturbation", 1e-2)
     if not rel or callback.mode == "lockstep" or not callback.tracker.has_base:
         return {}
+    draws = int(getattr(callback.config, "floor_draws", 1) or 1)
     try:
-        with perturbed_weights(model, float(rel), seed=int(callback.config.seed)):
-            inter = callback.extractor.measure(model, callback.probes, base=True)
-        floor = floor_of(callback.tracker, inter)
+        floors = []
+        for k in range(draws):  # draw k uses seed + k: draw 0 is the single-draw floor
+            with perturbed_weights(model, float(rel), seed=int(callback.config.seed) + k):
+                inter = callback.extractor.measure(model, callback.probes, base=True)
+            floors.append(floor_of(callback.tracker, inter))
+        floor = statistics.fmean(floors)
     except Exception as err:  # noqa: BLE001 - the floor is optional; never break training
         warnings.warn(
             f"interaction callback: measuring the noise floor failed ({type(err).__name__}: "
@@ -101,4 +110,6 @@ def measure_floor(callback: Any, model: Any, rel: float | None = None) -> dict[s
     set_floor = getattr(callback.stopper, "set_floor", None)
     if callable(set_floor):
         set_floor(floor)
+    if draws > 1:
+        return {NOISE_FLOOR_KEY: floor, NOISE_FLOOR_SD_KEY: statistics.stdev(floors)}
     return {NOISE_FLOOR_KEY: floor}

@@ -138,6 +138,31 @@ def test_floor_is_logged_at_step_0_and_sets_min_delta(make_trainer, tmp_path, h)
     assert h.logged(trainer, "interactions/stopper/min_delta")[5] == pytest.approx(3 * floor[0])
 
 
+def test_pooled_floor_is_the_mean_of_its_draws(make_trainer, tmp_path, h):
+    """floor_draws=3: the logged floor is the mean of the three single-draw floors (seeds
+    0, 1, 2: the first is the default floor), their sd is logged, min_delta follows."""
+    import statistics
+
+    kw0 = {"schedule": 5, "floor_perturbation": 0.2}  # large enough for the draws to differ
+    pooled, cb = make_trainer(
+        tmp_path / "pooled", {**kw0, "seed": 0, "floor_draws": 3}, max_steps=5
+    )
+    pooled.train()
+    singles = []
+    for seed in range(3):  # one draw each, same probes, perturbation seeds 0, 1, 2
+        kw = {**kw0, "seed": seed, "probes": cb.probes}
+        one, _ = make_trainer(tmp_path / f"one{seed}", kw, max_steps=5)
+        one.train()
+        singles.append(h.logged(one, "interactions/noise_floor")[0])
+    floor = h.logged(pooled, "interactions/noise_floor")[0]
+    assert floor == pytest.approx(statistics.fmean(singles), abs=1e-6)
+    sd = h.logged(pooled, "interactions/noise_floor_sd")[0]
+    assert sd == pytest.approx(statistics.stdev(singles), abs=1e-6)
+    assert sd > 0  # the draws differ: the pooling is seen
+    assert cb.stopper.min_delta == pytest.approx(3 * floor)
+    assert not h.logged(one, "interactions/noise_floor_sd")  # one draw: no sd logged
+
+
 def test_eval_value_is_the_worst_value_before_the_stage_end():
     from sft_interaction_callback.callback.restore_best import eval_value
 
