@@ -240,6 +240,29 @@ def grid_callback(
     return GridMeasures()
 
 
+class GridRecorder:
+    """``measure(model, step)`` for :func:`grid_callback`: at each grid step the tuning
+    split's loss and accuracy, the judging split's accuracy and the EB statistic, with
+    no RNG moved; ``points[step]`` holds them, ``eval_seconds`` the time spent scoring."""
+
+    def __init__(self, name: str, score: Any, tune: list[dict], judge: list[dict],
+                 eb: EBCriterion, log: Callable[[str], None]) -> None:  # fmt: skip
+        self.name, self.score, self.tune, self.judge = name, score, tune, judge
+        self.eb, self.log = eb, log
+        self.points: dict[int, dict[str, Any]] = {}
+        self.eval_seconds = 0.0
+
+    def __call__(self, model: Any, step: int) -> None:
+        with no_rng_change():
+            t0 = time.perf_counter()
+            tl, ta = self.score(model, self.tune)
+            _, ja = self.score(model, self.judge)
+            self.eval_seconds += time.perf_counter() - t0
+            e = self.eb.measure(model, step)
+        self.points[step] = {"tune_loss": tl, "tune_acc": ta, "judge_acc": ja, "eb": e}
+        self.log(f"  {self.name} step {step}: tune loss {tl:.3f} acc {ta:.3f} EB {e:+.3f}")
+
+
 def no_rng_change() -> Any:
     """A context that restores Python / torch RNG states (measurements never move them)."""
     import contextlib

@@ -296,18 +296,8 @@ def one_run(ctx: dict[str, Any], noise: float, method: str, seed: int, work: Pat
     eb = ev.EBCriterion(
         train_enc, lambda m, exs: m(**collate(tok, list(exs))).loss, batch=s.eb_batch, seed=seed
     )
-    points: dict[int, dict[str, Any]] = {}
-    eval_seconds = [0.0]
-
-    def measure(m: Any, step: int) -> None:
-        with ev.no_rng_change():
-            t0 = time.perf_counter()
-            tl, ta = score(m, ctx["tune_enc"])
-            _, ja = score(m, ctx["judge_enc"])
-            eval_seconds[0] += time.perf_counter() - t0
-            e = eb.measure(m, step)
-        points[step] = {"tune_loss": tl, "tune_acc": ta, "judge_acc": ja, "eb": e}
-        ctx["log"](f"  {name} step {step}: tune loss {tl:.3f} acc {ta:.3f} EB {e:+.3f}")
+    measure = ev.GridRecorder(name, score, ctx["tune_enc"], ctx["judge_enc"], eb, ctx["log"])
+    points = measure.points
 
     probes = [
         {"prompt": t, "target": names[y], "id": f"train-{i}"}
@@ -365,7 +355,7 @@ def one_run(ctx: dict[str, Any], noise: float, method: str, seed: int, work: Pat
         "timing": {
             "train_wall_seconds": round(wall, 1),
             "probe_seconds": round(probe_s, 1),
-            "eval_seconds": round(eval_seconds[0], 1),
+            "eval_seconds": round(measure.eval_seconds, 1),
             "eb_seconds": round(eb.seconds, 1),
             "run_seconds": round(time.perf_counter() - t_start, 1),
         },
