@@ -30,7 +30,6 @@ from ..keys import (
     PRESERVED,
     REMOVED,
     SALIENT,
-    SNAPSHOT_SUBDIR,
     STAGE_KEY,
 )
 from ..snapshots import (
@@ -59,8 +58,6 @@ __all__ = [
     "load_log_history",
     "load_run",
 ]
-
-DEFAULT_SUBDIR = SNAPSHOT_SUBDIR
 
 
 @dataclass(frozen=True)
