@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 _STATE_FORMAT = "sft_interaction_callback.noise_rise_stopper/1"
-STAGE_TESTS = ("plateau", "rate")
+STAGE_TESTS = ("plateau", "rate", "knee")
 RESTORE_RULES = ("removal_peak", "min", "last_good", "stage_end")
 #: what each restore target goes back to, in words (logs and summaries)
 RESTORE_MEANING = {
@@ -102,6 +102,13 @@ class NoiseRiseStopper:
       default 0.25 fires at about 95% of the plateau. A single dip of ``r`` below
       ``stage_end_fraction * M`` resets its count.
 
+    ``stage_test="knee"``: with the *knee* ``K(s)`` the first probe step whose ``r`` reached
+    ``stage_knee * M(s)`` (removal had done most of what it has done so far), a point is
+    saturated when ``s >= stage_multiple * K(s)``: the run has gone on for ``stage_multiple``
+    times as long as removal took to get there. It reads no rate and no plateau, so a
+    removal that keeps creeping up (real data) still hands over; a late jump of ``r``
+    moves the knee and re-opens the stage.
+
     The stage ends at the first point where ``stage_points`` consecutive valid points were
     saturated, at least ``warmup_points`` valid points (step > 0) have been seen, and
     ``M >= stage_min_fraction`` (removal actually happened; if it never does, the stopper
@@ -160,6 +167,8 @@ class NoiseRiseStopper:
         stage_tolerance: float = 0.1,
         floor_multiple: float = 3.0,
         restore: str = "removal_peak",
+        stage_knee: float = 0.8,
+        stage_multiple: float = 3.0,
     ) -> None:
         _check_int("patience", patience, 1)
         _check_int("warmup_points", warmup_points, 0)
@@ -176,6 +185,10 @@ class NoiseRiseStopper:
             raise ValueError(f"stage_window must be in [0, 1), got {stage_window!r}")
         if not (isinstance(stage_tolerance, (int, float)) and stage_tolerance >= 0):
             raise ValueError(f"stage_tolerance must be a number >= 0, got {stage_tolerance!r}")
+        if not (isinstance(stage_knee, (int, float)) and 0 < stage_knee <= 1):
+            raise ValueError(f"stage_knee must be in (0, 1], got {stage_knee!r}")
+        if not (isinstance(stage_multiple, (int, float)) and stage_multiple >= 1):
+            raise ValueError(f"stage_multiple must be a number >= 1, got {stage_multiple!r}")
         if not (isinstance(floor_multiple, (int, float)) and floor_multiple >= 0):
             raise ValueError(f"floor_multiple must be a number >= 0, got {floor_multiple!r}")
         if not (isinstance(stage_end_fraction, (int, float)) and 0 < stage_end_fraction <= 1):
@@ -192,6 +205,8 @@ class NoiseRiseStopper:
         self.stage_window = float(stage_window)
         self.stage_tolerance = float(stage_tolerance)
         self.floor_multiple = float(floor_multiple)
+        self.stage_knee = float(stage_knee)
+        self.stage_multiple = float(stage_multiple)
         self.restore = restore
         self.metric = metric
         self.warmup_points = warmup_points
@@ -222,6 +237,7 @@ class NoiseRiseStopper:
         self.removal_peak: float | None = None
         self.removal_peak_step: int | None = None
         self._max_history: list[list[float]] = []  # [step, running max] per valid point
+        self._r_history: list[list[float]] = []  # [step, r] per valid point (knee test)
 
     @property
     def in_first_stage(self) -> bool:
@@ -253,6 +269,13 @@ class NoiseRiseStopper:
         if self.restore == "removal_peak":
             return self.removal_peak_step
         return self.restore_step
+
+    @property
+    def knee_step(self) -> int | None:
+        """The knee test's ``K``: the first step whose removed share reached
+        ``stage_knee`` times its running max (None before any valid point)."""
+        target = self.stage_knee * self.stage_max
+        return next((int(s) for s, x in self._r_history if x >= target), None)
 
     def set_floor(self, floor: float | None) -> None:
         """The measured floor of ``metric`` (ignored when not a finite number >= 0)."""
@@ -313,6 +336,9 @@ class NoiseRiseStopper:
                 m_then = earlier[-1] if earlier else 0.0
                 saturated = self.stage_max - m_then <= self.stage_tolerance * self.stage_max
                 self._max_history.append([step, self.stage_max])
+            elif self.stage_test == "knee":
+                self._r_history.append([step, r])
+                saturated = step >= self.stage_multiple * self.knee_step
             else:
                 rate = (r - prev_r) / (step - prev_step)
                 slowed = rate <= self.stage_slowdown * self.stage_max / step
@@ -334,11 +360,17 @@ class NoiseRiseStopper:
         if self.stage_points_seen >= self.warmup_points and (
             self._saturated_run >= self.stage_points
         ):
-            self._end_stage(
-                step,
+            why = (
                 f"{self.stage_metric} saturated at {r:.4g} (max {self.stage_max:.4g}) for "
-                f"{self.stage_points} probe point(s)",
+                f"{self.stage_points} probe point(s)"
             )
+            if self.stage_test == "knee":
+                why = (
+                    f"step {step} >= {self.stage_multiple:g} x the knee at step "
+                    f"{self.knee_step} (where {self.stage_metric} first reached "
+                    f"{self.stage_knee:g} of its max {self.stage_max:.4g})"
+                )
+            self._end_stage(step, why)
 
     def _end_stage(self, step: int, why: str) -> None:
         self.stage_ended_at = step
@@ -371,6 +403,7 @@ class NoiseRiseStopper:
     _OPTIONAL = {
         "floor": None,
         "_max_history": [],
+        "_r_history": [],
         "last_good_step": None,
         "removal_peak": None,
         "removal_peak_step": None,
@@ -384,6 +417,7 @@ class NoiseRiseStopper:
         for k in self._OPTIONAL:
             state[k.lstrip("_")] = getattr(self, k)
         state["max_history"] = [list(x) for x in self._max_history]
+        state["r_history"] = [list(x) for x in self._r_history]
         state["format"] = _STATE_FORMAT
         return state
 
@@ -402,6 +436,7 @@ class NoiseRiseStopper:
         for k, default in self._OPTIONAL.items():
             setattr(self, k, state.get(k.lstrip("_"), default))
         self._max_history = [list(x) for x in self._max_history or []]
+        self._r_history = [list(x) for x in self._r_history or []]
         prev_step, prev_r = state["prev"]
         self._prev = (int(prev_step), float(prev_r))
 
