@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sft_interaction_callback.keys import NOISE_FLOOR_KEY
-from sft_interaction_callback.tracking.stopping import RESTORE_RULES, NoiseRiseStopper
+from sft_interaction_callback.tracking.stopping import RESTORE_RULES, STAGE_TESTS, NoiseRiseStopper
 
 __all__ = ["compare_rules", "rule_variants"]
 
@@ -35,7 +35,8 @@ def _base_rule(stopper: Any) -> NoiseRiseStopper:
 
 
 def rule_variants(stopper: Any) -> dict[str, NoiseRiseStopper]:
-    """``{name: fresh stopper}``: the run's rule, then its patience and restore variants."""
+    """``{name: fresh stopper}``: the run's rule, then its patience, restore and stage-test
+    variants."""
     base = _base_rule(stopper)
 
     def variant(**changes: Any) -> NoiseRiseStopper:
@@ -52,6 +53,9 @@ def rule_variants(stopper: Any) -> dict[str, NoiseRiseStopper]:
     for target in RESTORE_RULES:
         if target != base.restore:
             out[f"restore {target}"] = variant(restore=target)
+    for test in STAGE_TESTS:
+        if test != base.stage_test:
+            out[f"stage test {test}"] = variant(stage_test=test)
     return out
 
 
@@ -89,6 +93,7 @@ def compare_rules(
                 "rule": name,
                 "patience": rule.patience,
                 "restore": rule.restore,
+                "stage_test": rule.stage_test,
                 "stop_step": stop,
                 "kept_step": rule.restore_step if rule.restore_step is not None else trained,
                 "stage_ended_at": rule.stage_ended_at,

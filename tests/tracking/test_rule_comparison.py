@@ -27,8 +27,12 @@ def test_longer_patience_stops_later_and_every_row_is_a_replay():
     ours = rows["this run's rule"]
     assert ours["patience"] == 2 and ours["stage_ended_at"] is not None
     assert stops[0] < ours["stop_step"] < stops[1] < stops[2]
+    others = {t for t in ("plateau", "rate", "knee") if t != ours["stage_test"]}
+    assert {rows[f"stage test {t}"]["stage_test"] for t in others} == others
     for r in rows.values():  # each row is exactly what that rule does when fed the same points
-        rule = NoiseRiseStopper(patience=r["patience"], restore=r["restore"])
+        rule = NoiseRiseStopper(
+            patience=r["patience"], restore=r["restore"], stage_test=r["stage_test"]
+        )
         rule.set_floor(0.001)
         for rec in records[1:]:
             if rule.update(rec["step"], rec):
