@@ -85,8 +85,7 @@ def grid() -> dict[str, dict[str, Any]]:
         out[f"plateau p{patience} x{mult:g} {restore}"] = base
         for q, k in itertools.product((0.6, 0.7, 0.8, 0.9), (2.0, 3.0, 4.0)):
             name = f"knee q{q:g} k{k:g} p{patience} x{mult:g} {restore}"
-            out[name] = {**base, "stage_test": "knee", "stage_knee": q, "stage_multiple": k,
-                         "stage_points": 1}  # fmt: skip
+            out[name] = {**base, "stage_test": "knee", "stage_knee": q, "stage_multiple": k}
     return out
 
 

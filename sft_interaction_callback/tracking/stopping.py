@@ -107,7 +107,8 @@ class NoiseRiseStopper:
     saturated when ``s >= stage_multiple * K(s)``: the run has gone on for ``stage_multiple``
     times as long as removal took to get there. It reads no rate and no plateau, so a
     removal that keeps creeping up (real data) still hands over; a late jump of ``r``
-    moves the knee and re-opens the stage.
+    moves the knee and re-opens the stage. The test is a duration already, so the first
+    saturated point ends the stage (``stage_points`` is not used).
 
     The stage ends at the first point where ``stage_points`` consecutive valid points were
     saturated, at least ``warmup_points`` valid points (step > 0) have been seen, and
@@ -357,9 +358,8 @@ class NoiseRiseStopper:
                 f"(max {self.stage_metric} so far {self.stage_max:.4g})"
             )
             return
-        if self.stage_points_seen >= self.warmup_points and (
-            self._saturated_run >= self.stage_points
-        ):
+        needed = 1 if self.stage_test == "knee" else self.stage_points
+        if self.stage_points_seen >= self.warmup_points and self._saturated_run >= needed:
             why = (
                 f"{self.stage_metric} saturated at {r:.4g} (max {self.stage_max:.4g}) for "
                 f"{self.stage_points} probe point(s)"

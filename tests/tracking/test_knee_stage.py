@@ -24,7 +24,6 @@ def feed(stopper, steps, removed, noise=None):
 
 def knee(**kw):
     kw.setdefault("stage_test", "knee")
-    kw.setdefault("stage_points", 1)
     kw.setdefault("min_delta", 0.0)
     return NoiseRiseStopper(**kw)
 
@@ -79,6 +78,15 @@ def test_a_late_jump_moves_the_knee():
     st = knee(stage_knee=0.8, stage_multiple=10.0)
     feed(st, steps, removed)
     assert st.knee_step == 50 and st.stage_ended_at is None
+
+
+def test_stage_points_does_not_delay_the_knee_test():
+    steps = [0, 10, 20, 30, 40]
+    removed = [0, 0.5, 0.5, 0.5, 0.5]
+    for p in (1, 5):
+        st = knee(stage_points=p, stage_multiple=3.0)
+        feed(st, steps, removed)
+        assert st.stage_ended_at == 30
 
 
 def test_stops_after_the_stage_on_a_noise_rise():
