@@ -107,12 +107,13 @@ def _replay(run: Mapping[str, Any], stopper: Any, field: str, floor: bool) -> An
     return stopper
 
 
-def _new_rule(run: Mapping[str, Any]) -> Any:
-    """Issue 13's default: ``NoiseRiseStopper()`` (plateau stage test, patience 2,
-    ``min_delta`` = 3x the measured floor) on the debounced categories and pooled signal."""
+def _new_rule(run: Mapping[str, Any], **kw: Any) -> Any:
+    """The package's default ``NoiseRiseStopper(**kw)`` (patience 2, ``min_delta`` = 3x
+    the measured floor, restore the removal peak) on the debounced categories and pooled
+    signal, replayed as the callback runs it."""
     from sft_interaction_callback.tracking.stopping import NoiseRiseStopper
 
-    return _replay(run, NoiseRiseStopper(), "interactions", floor=True)
+    return _replay(run, NoiseRiseStopper(**kw), "interactions", floor=True)
 
 
 @rule("interaction_v1", "interaction stop, pre-issue-13 rule (shipped before)")
@@ -128,22 +129,35 @@ def interaction_v1(run: Mapping[str, Any]) -> Decision:
     return Decision(stop, stop, st.stop_step is not None)
 
 
-@rule("interaction", "interaction stop (issue-13 rule, no restore)")
+@rule("interaction", "interaction stop (default rule, no restore)")
 def interaction(run: Mapping[str, Any]) -> Decision:
-    """Issue 13's rule as it ships today, keeping the model at the stop."""
+    """The rule as it ships today, keeping the model at the stop."""
     st = _new_rule(run)
     stop = st.stop_step if st.stop_step is not None else end_step(run)
     return Decision(stop, stop, st.stop_step is not None)
 
 
-@rule("interaction_restore", "interaction stop + restore-best (issue-13 default)")
-def interaction_restore(run: Mapping[str, Any]) -> Decision:
-    """Issue 13's rule with ``restore_best`` (its default): at the stop, or at the end when
-    it never fires, the model of its ``restore_step`` ("last_good") is kept."""
-    st = _new_rule(run)
+def _with_restore(st: Any, run: Mapping[str, Any]) -> Decision:
+    """At the stop, or at the end when it never fires, the model of the rule's
+    ``restore_step`` is kept (the model at the stop while the stage has not ended)."""
     stop = st.stop_step if st.stop_step is not None else end_step(run)
     used = st.restore_step if st.restore_step is not None else stop
     return Decision(stop, used, st.stop_step is not None)
+
+
+@rule("interaction_restore", "interaction stop + restore-best (default)")
+def interaction_restore(run: Mapping[str, Any]) -> Decision:
+    """The shipped rule with ``restore_best`` (the callback's default)."""
+    return _with_restore(_new_rule(run), run)
+
+
+@rule(
+    "interaction_plateau",
+    "interaction stop + restore-best, plateau stage test (default to session 7)",
+)
+def interaction_plateau(run: Mapping[str, Any]) -> Decision:
+    """The default of sessions 6-7: the plateau stage test (issue 13), restore-best."""
+    return _with_restore(_new_rule(run, stage_test="plateau"), run)
 
 
 @rule("patience", "eval-loss patience 3", labels=True)

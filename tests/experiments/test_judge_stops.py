@@ -38,12 +38,11 @@ def test_json_verdict_per_setting(load_script, capsys):
 def test_the_demo_adapter_replays_the_recorded_default(load_script):
     js = load_script("judge_stops")
     stops = load_script("stops")
-    demo = next(s for s in js.SETTINGS if s.demo)
-    runs = js.load_setting(demo)
+    runs = [(d, r) for d in js.SETTINGS if d.demo for r in js.load_setting(d)]
     if not runs:
         pytest.skip("no stored demo runs")
-    for run in runs:
-        decision = stops.RULES[js.DEFAULT](run)
+    for demo, run in runs:  # each with the rule that was the default when it ran
+        decision = stops.RULES[demo.recorded_rule](run)
         assert decision.used == run["recorded_restore_step"], run["run"]
 
 
