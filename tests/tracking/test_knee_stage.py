@@ -53,7 +53,7 @@ def test_creeping_removal_still_hands_over():
     # at step 90 the max is 0.302 and 0.243 >= 0.8 x 0.302: the knee is step 30
     assert st.stage_ended_at == 90
     assert "knee at step 30" in st.stage_reason
-    plateau = NoiseRiseStopper()
+    plateau = NoiseRiseStopper(stage_test="plateau")
     feed(plateau, steps, removed)
     assert plateau.stage_ended_at is None
 
@@ -110,8 +110,16 @@ def test_state_round_trip_mid_stage():
     second = knee()
     second.load_state_dict(json.loads(json.dumps(first.state_dict())))
     feed(second, steps[3:], removed[3:])
-    assert second.stage_ended_at == whole.stage_ended_at == 60
+    assert second.stage_ended_at == whole.stage_ended_at == 80  # 4 x the knee at 20
     assert second.state_dict() == whole.state_dict()
+
+
+def test_the_defaults_are_the_session_8_choice():
+    st = NoiseRiseStopper()
+    assert (st.stage_test, st.stage_knee, st.stage_multiple) == ("knee", 0.7, 4.0)
+    assert st.floor_multiple == 0.0 and st.patience == 2 and st.restore == "removal_peak"
+    st.set_floor(0.05)
+    assert st.min_delta == 0.0
 
 
 def test_old_state_without_history_loads():

@@ -9,8 +9,18 @@ import pytest
 import torch
 
 from sft_interaction_callback.keys import NOISE_DESIGN_KEY, NOISE_KEY, REMOVED_FRACTION_KEY
-from sft_interaction_callback.tracking import InteractionTracker, NoiseRiseStopper
+from sft_interaction_callback.tracking import InteractionTracker
+from sft_interaction_callback.tracking import NoiseRiseStopper as _NoiseRiseStopper
 from sft_interaction_callback.tracking.shadow import ShadowStopper
+
+
+def NoiseRiseStopper(**kw):  # noqa: N802 - the class under test, with issue 13's rule
+    """Issue 13's rule (the default of sessions 5-7): the plateau stage test and
+    ``min_delta`` = 3x the floor; the knee test (session 8) is in test_knee_stage.py."""
+    kw.setdefault("stage_test", "plateau")
+    kw.setdefault("floor_multiple", 3.0)
+    return _NoiseRiseStopper(**kw)
+
 
 SIZE = 8  # 2**3 subsets; index = bit set of players
 
