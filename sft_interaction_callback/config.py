@@ -125,8 +125,9 @@ class InteractionConfig:
         "Probe points the noise must stay above its minimum (+ min_delta) to stop.", 2
     )
     min_delta: float | None = _help(
-        "How far above its minimum the noise must be to count; None: 3x the noise floor "
-        "measured at step 0 (floor_perturbation), 0 when no floor was measured.",
+        "How far above its minimum the noise must be to count; None: the stopper's "
+        "floor_multiple x the noise floor measured at step 0 (NoiseRiseStopper default "
+        "0 since session 8, so any rise counts; it was 3x to session 7).",
         None,
     )
     restore_best: bool = _help(
@@ -144,8 +145,10 @@ class InteractionConfig:
     floor_draws: int = _help(
         "Perturbation draws pooled (mean) into the step-0 floor; each costs one step-0 "
         "probe. With more than one, their standard deviation is logged as "
-        "interactions/noise_floor_sd, so you see how much one draw can be trusted.",
-        1,
+        "interactions/noise_floor_sd, so you see how much one draw can be trusted. "
+        "3 since session 8: one draw's floor varied up to 3.3x between draws on one "
+        "SmolLM2 probe set (docs/results/stop_rule/floor_spread_smollm2.json).",
+        3,
     )
     categories: str = _help(
         "'debounced': an interaction changes category only after two consecutive probe "

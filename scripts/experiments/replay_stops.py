@@ -76,9 +76,16 @@ class Rule:
     restore: bool = True
 
     def make(self, floor: float | None) -> NoiseRiseStopper:
-        stopper = NoiseRiseStopper(**self.stopper)
+        """The stopper; unset settings are issue 13's rule (sessions 4-7: the plateau
+        stage test, ``min_delta`` 3x the floor), the family these tables replay (the
+        knee test of session 8 is tuned in ``tune_knee_stop.py``)."""
+        stopper = NoiseRiseStopper(**{**ISSUE13_RULE, **self.stopper})
         stopper.set_floor(floor)
         return stopper
+
+
+#: the defaults of issue 13's rule, which "new rule (defaults)" means in these tables
+ISSUE13_RULE: dict[str, Any] = {"stage_test": "plateau", "floor_multiple": 3.0}
 
 
 SHIPPED = Rule(

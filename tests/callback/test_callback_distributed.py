@@ -173,6 +173,7 @@ def test_two_processes_lockstep_mode_match_one(tmp_path):
         # lockstep probing (sharded weights) measures no step-0 noise floor (noise_floor.py)
         assert "interactions/noise_floor" not in b
         a.pop("interactions/noise_floor", None)
+        a.pop("interactions/noise_floor_sd", None)
         _close(a, b, rel=1e-3, abs_=1e-5)
     # the fit amplifies the training's rounding a little: values to 1e-5, fit to 1e-4
     _snapshots(tmp_path / "one", tmp_path / "two", atol=1e-5, check_fit=False)

@@ -55,7 +55,12 @@ def test_old_checkpoint_state_round_trips(old_run, tokenizer, h):
     assert state.progress.last_step == 4
     again = state.state_dict()
     assert again["meta"] == plan.state["meta"]
-    assert again["stopper"] == plan.state["stopper"]
+    old_stopper = plan.state["stopper"]
+    assert {k: again["stopper"][k] for k in old_stopper} == old_stopper
+    # fields added since (the knee test's history, session 8) come back empty
+    assert {k: again["stopper"][k] for k in set(again["stopper"]) - set(old_stopper)} == {
+        "r_history": []
+    }
     assert again["probes"] == plan.state["probes"]
     for name, table in plan.state["tracker"]["tensors"].items():
         assert torch.equal(again["tracker"]["tensors"][name], table), name

@@ -129,28 +129,36 @@ def test_perturbed_weights_restore_bit_exactly_and_touch_no_rng(tokenizer, h):
 
 
 def test_floor_is_logged_at_step_0_and_sets_min_delta(make_trainer, tmp_path, h):
-    trainer, cb = make_trainer(tmp_path, {"schedule": 5}, max_steps=5)
+    """The floor goes to the stopper; ``min_delta`` is ``floor_multiple`` x it (0 by
+    default since session 8; 3 here, the earlier default, so the link is seen)."""
+    kw = {"schedule": 5, "floor_perturbation": 0.2, "stopper": NoiseRiseStopper(floor_multiple=3.0)}
+    trainer, cb = make_trainer(tmp_path, kw, max_steps=5)
     trainer.train()
     floor = h.logged(trainer, "interactions/noise_floor")
-    assert list(floor) == [0] and floor[0] >= 0
+    assert list(floor) == [0] and floor[0] > 0
     assert cb.stopper.floor == pytest.approx(floor[0])
     assert cb.stopper.min_delta == pytest.approx(3 * floor[0])
     assert h.logged(trainer, "interactions/stopper/min_delta")[5] == pytest.approx(3 * floor[0])
+    default, dcb = make_trainer(tmp_path / "default", {"schedule": 5}, max_steps=5)
+    default.train()
+    assert dcb.stopper.min_delta == 0.0  # the default: any rise above the minimum counts
 
 
 def test_pooled_floor_is_the_mean_of_its_draws(make_trainer, tmp_path, h):
-    """floor_draws=3: the logged floor is the mean of the three single-draw floors (seeds
-    0, 1, 2: the first is the default floor), their sd is logged, min_delta follows."""
+    """floor_draws=3 (the default since session 8): the logged floor is the mean of the
+    three single-draw floors (seeds 0, 1, 2), their sd is logged, min_delta follows."""
     import statistics
 
     kw0 = {"schedule": 5, "floor_perturbation": 0.2}  # large enough for the draws to differ
     pooled, cb = make_trainer(
-        tmp_path / "pooled", {**kw0, "seed": 0, "floor_draws": 3}, max_steps=5
+        tmp_path / "pooled",
+        {**kw0, "seed": 0, "floor_draws": 3, "stopper": NoiseRiseStopper(floor_multiple=3.0)},
+        max_steps=5,
     )
     pooled.train()
     singles = []
     for seed in range(3):  # one draw each, same probes, perturbation seeds 0, 1, 2
-        kw = {**kw0, "seed": seed, "probes": cb.probes}
+        kw = {**kw0, "seed": seed, "probes": cb.probes, "floor_draws": 1}
         one, _ = make_trainer(tmp_path / f"one{seed}", kw, max_steps=5)
         one.train()
         singles.append(h.logged(one, "interactions/noise_floor")[0])

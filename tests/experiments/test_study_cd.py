@@ -12,7 +12,8 @@ DATA = ROOT.parent / "shared" / "data" / "goemotions"
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
-STOPS = {"interaction_v1", "interaction", "interaction_restore", "patience", "patience_best",
+STOPS = {"interaction_v1", "interaction", "interaction_restore",
+         "interaction_plateau", "patience", "patience_best",
          "eb", "fraction", "end", "best"}  # fmt: skip
 
 
