@@ -145,7 +145,7 @@ def _with_restore(st: Any, run: Mapping[str, Any]) -> Decision:
     return Decision(stop, used, st.stop_step is not None)
 
 
-@rule("interaction_restore", "interaction stop + restore-best (default)")
+@rule("interaction_restore", "interaction stop + restore-best")
 def interaction_restore(run: Mapping[str, Any]) -> Decision:
     """The shipped rule with ``restore_best`` (the callback's default)."""
     return _with_restore(_new_rule(run), run)
@@ -156,8 +156,9 @@ def interaction_restore(run: Mapping[str, Any]) -> Decision:
     "interaction stop + restore-best, plateau stage test (default to session 7)",
 )
 def interaction_plateau(run: Mapping[str, Any]) -> Decision:
-    """The default of sessions 6-7: the plateau stage test (issue 13), restore-best."""
-    return _with_restore(_new_rule(run, stage_test="plateau"), run)
+    """The default of sessions 6-7: the plateau stage test and ``min_delta`` = 3x the
+    floor (issue 13), restore-best."""
+    return _with_restore(_new_rule(run, stage_test="plateau", floor_multiple=3.0), run)
 
 
 @rule("patience", "eval-loss patience 3", labels=True)
