@@ -162,7 +162,8 @@ def verdict(setting: Setting, runs: list[dict[str, Any]]) -> dict[str, Any]:
     if rival is not None:
         d = [j[DEFAULT]["regret_pp"] - j[rival]["regret_pp"] for _, j in judged]
         mean, low, high, _ = t_interval(d)
-        diff = [low, mean, high]
+        # one seed has no interval: its bounds are None (strict JSON has no NaN)
+        diff = [None if x != x else x for x in (low, mean, high)]
     first_half = [
         (r, j) for r, j in judged if j["best"]["used_step"] <= 0.5 * float(r["max_steps"])
     ]
@@ -195,7 +196,7 @@ def markdown(results: list[dict[str, Any]]) -> str:
             out.append("No stored runs yet.\n")
             continue
         d = v["restore_best_minus_best_label_free"]
-        rng = "n/a" if d is None else f"{d[1]:+.2f} [{d[0]:+.2f}, {d[2]:+.2f}]"
+        rng = "n/a" if d is None else f"{d[1]:+.2f} [{_f(d[0], '+.2f')}, {_f(d[2], '+.2f')}]"
         out.append(
             f"Default minus the best label-free rival ({v['best_label_free_rival']}): {rng} pp. "
             f"Runs whose best step is in the first half: {v['runs_best_in_first_half']}; "
