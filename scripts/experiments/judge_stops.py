@@ -230,8 +230,12 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     shown = [v for v in results if v["seeds"]]
-    fig, axes = plt.subplots(1, len(shown), figsize=(4.2 * len(shown), 3.6), squeeze=False)
-    for ax, v in zip(axes[0], shown, strict=True):
+    cols = min(4, len(shown))
+    rows = -(-len(shown) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.8 * rows), squeeze=False)
+    for ax in axes.flat[len(shown) :]:
+        ax.set_visible(False)
+    for ax, v in zip(axes.flat, shown, strict=False):
         spots: dict[tuple[float, float], list[str]] = {}  # rules that coincide share a label
         for name in SHOWN:
             r = v["rules"].get(name)
