@@ -97,10 +97,8 @@ class NoiseRiseStopper:
 
     * ``r(s) >= stage_end_fraction * M`` (removal is near its peak, not collapsing), and
     * the removal rate has slowed down: ``(r(s) - r(s')) / (s - s')  <=
-      stage_slowdown * M / s``, i.e. at most ``stage_slowdown`` times the average rate
-      since step 0. Comparing rates (not raw increments) makes the rule independent of the
-      probe spacing and of the amplitude of removal; for ``r = 1 - exp(-s / T)`` the
-      default 0.25 fires at about 95% of the plateau. A single dip of ``r`` below
+      stage_slowdown * M / s``, at most ``stage_slowdown`` times the average rate since
+      step 0 (independent of probe spacing and amplitude). A single dip of ``r`` below
       ``stage_end_fraction * M`` resets its count.
 
     ``stage_test="knee"`` (default since session 8): with the *knee* ``K(s)`` the first
@@ -421,11 +419,32 @@ class NoiseRiseStopper:
             state[k.lstrip("_")] = getattr(self, k)
         state["max_history"] = [list(x) for x in self._max_history]
         state["r_history"] = [list(x) for x in self._r_history]
+        state["settings"] = {k: getattr(self, k) for k in self._SETTINGS}
         state["format"] = _STATE_FORMAT
         return state
 
+    #: constructor settings saved beside the state, so a resume under other ones is seen
+    _SETTINGS = (
+        *("patience", "min_delta_setting", "metric", "warmup_points", "stage_end_fraction"),
+        *("stage_metric", "stage_slowdown", "stage_points", "stage_min_fraction"),
+        *("stage_end_step", "stage_test", "stage_window", "stage_tolerance"),
+        *("floor_multiple", "restore", "stage_knee", "stage_multiple"),
+    )
+
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore :meth:`state_dict`'s output (the constructor's settings are kept)."""
+        """Restore :meth:`state_dict`'s output. The constructor's settings are kept; where
+        they differ from those saved with the state, a warning names them (a run resumed
+        under another version's defaults would otherwise switch rules silently)."""
+        saved = state.get("settings")
+        if isinstance(saved, Mapping):
+            changed = [f"{k}={v!r} (now {getattr(self, k)!r})" for k, v in saved.items()
+                       if k in self._SETTINGS and getattr(self, k) != v]  # fmt: skip
+            if changed:
+                warnings.warn(
+                    "NoiseRiseStopper: resuming a state saved with other settings: "
+                    f"{', '.join(changed)}; the current settings apply from here on",
+                    stacklevel=2,
+                )
         if state.get("format") != _STATE_FORMAT:
             raise ValueError(
                 f"unknown stopper state format {state.get('format')!r} (expected {_STATE_FORMAT})"

@@ -138,3 +138,21 @@ def test_old_state_without_history_loads():
 def test_refuses_bad_settings(kw):
     with pytest.raises(ValueError):
         NoiseRiseStopper(**kw)
+
+
+def test_resuming_under_other_settings_warns_and_names_them():
+    old = NoiseRiseStopper(stage_test="plateau", floor_multiple=3.0)
+    feed(old, [0, 10, 20], [0, 0.3, 0.5])
+    state = json.loads(json.dumps(old.state_dict()))
+    assert state["settings"]["stage_test"] == "plateau"
+    new = NoiseRiseStopper()
+    with pytest.warns(UserWarning, match=r"stage_test='plateau' \(now 'knee'\)") as rec:
+        new.load_state_dict(state)
+    assert "floor_multiple=3.0 (now 0.0)" in str(rec[0].message)
+    assert new.stage_test == "knee" and new.last_step == 20  # current settings, old state
+    same = NoiseRiseStopper(stage_test="plateau", floor_multiple=3.0)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        same.load_state_dict(state)  # same settings: silent
