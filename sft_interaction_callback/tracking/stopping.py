@@ -83,13 +83,13 @@ class NoiseRiseStopper:
     ``stage_test="plateau"`` (the default of sessions 5-7): a point at step ``s`` is
     *saturated* when the running max has grown by at most ``stage_tolerance * M(s)``
     since step ``stage_window * s`` (``M(s) - M(stage_window * s) <= stage_tolerance *
-    M(s)``, with
-    ``M`` read at the last point at or before that step, ``M = 0`` at step 0): removal has
-    levelled off over the last ``1 - stage_window`` of the run so far. It only looks at the
-    running max, so a single dip of ``r`` changes nothing (it neither resets the count of
-    saturated points nor moves ``M``), and comparing with a fixed share of the elapsed
-    steps makes it independent of the probe spacing. For ``r = 1 - exp(-s / T)`` the
-    defaults (0.5, 0.1) end the stage at about ``s = 4.6 T`` (99% of the plateau).
+    M(s)``, with ``M`` read at the last point at or before that step, ``M = 0`` at step
+    0): removal has levelled off over the last ``1 - stage_window`` of the run so far. It
+    only looks at the running max, so a single dip of ``r`` changes nothing (it neither
+    resets the count of saturated points nor moves ``M``), and comparing with a fixed
+    share of the elapsed steps makes it independent of the probe spacing. For ``r = 1 -
+    exp(-s / T)`` the defaults (0.5, 0.1) end the stage at about ``s = 4.6 T`` (99% of
+    the plateau).
 
     ``stage_test="rate"`` (the previous rule, kept for comparison): with ``M`` the running
     max, a point at step ``s`` (previous valid point ``s'``, the origin being ``r = 0`` at
@@ -128,7 +128,7 @@ class NoiseRiseStopper:
     step-0 model against itself with slightly perturbed weights; the callback passes it
     to :meth:`set_floor`); without a measured floor it is 0. ``floor_multiple`` is 0 by
     default (it was 3 to session 7): on the tuning runs 3x the floor delayed the stop
-    without a better kept model, and one draw's floor moves with the probe set.
+    without a better kept model, and a one-draw floor moves up to 3x from draw to draw.
 
     **Restore target** (:attr:`restore_step`, ``None`` while the stage has not ended;
     ``restore_best`` in the callback loads its checkpoint). ``restore="removal_peak"``
