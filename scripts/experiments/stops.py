@@ -108,9 +108,8 @@ def _replay(run: Mapping[str, Any], stopper: Any, field: str, floor: bool) -> An
 
 
 def _new_rule(run: Mapping[str, Any], **kw: Any) -> Any:
-    """The package's default ``NoiseRiseStopper(**kw)`` (patience 2, ``min_delta`` = 3x
-    the measured floor, restore the removal peak) on the debounced categories and pooled
-    signal, replayed as the callback runs it."""
+    """``NoiseRiseStopper(**kw)``, the package's default rule where ``kw`` is empty, on
+    the debounced categories and pooled signal, replayed as the callback runs it."""
     from sft_interaction_callback.tracking.stopping import NoiseRiseStopper
 
     return _replay(run, NoiseRiseStopper(**kw), "interactions", floor=True)

@@ -29,7 +29,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 from judge_stops import LABEL_FREE, RESULTS, demo_run  # noqa: E402
-from stops import RULES, Decision, _replay, end_step, judge  # noqa: E402
+from stops import RULES, Decision, _new_rule, _with_restore, judge  # noqa: E402
 
 #: setting -> folders under docs/results holding its tuning runs (and which runs)
 TUNING = {
@@ -66,13 +66,9 @@ def tuning_runs(root: Path = RESULTS) -> dict[str, list[dict[str, Any]]]:
 
 def candidate_rule(**kw: Any) -> Any:
     """``NoiseRiseStopper(**kw)`` + restore-best, replayed as the callback runs it."""
-    from sft_interaction_callback.tracking.stopping import NoiseRiseStopper
 
     def fn(run: Mapping[str, Any]) -> Decision:
-        st = _replay(run, NoiseRiseStopper(**kw), "interactions", floor=True)
-        stop = st.stop_step if st.stop_step is not None else end_step(run)
-        used = st.restore_step if st.restore_step is not None else stop
-        return Decision(stop, used, st.stop_step is not None)
+        return _with_restore(_new_rule(run, **kw), run)
 
     return fn
 
@@ -81,8 +77,10 @@ def grid() -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     restores = ("removal_peak", "stage_end")
     for patience, mult, restore in itertools.product((1, 2), (0.0, 3.0), restores):
+        # every setting the grid varies is pinned: the package's defaults moved with
+        # this very choice (the plateau rows must stay the plateau test)
         base = {"patience": patience, "floor_multiple": mult, "restore": restore}
-        out[f"plateau p{patience} x{mult:g} {restore}"] = base
+        out[f"plateau p{patience} x{mult:g} {restore}"] = {**base, "stage_test": "plateau"}
         for q, k in itertools.product((0.6, 0.7, 0.8, 0.9), (2.0, 3.0, 4.0)):
             name = f"knee q{q:g} k{k:g} p{patience} x{mult:g} {restore}"
             out[name] = {**base, "stage_test": "knee", "stage_knee": q, "stage_multiple": k}

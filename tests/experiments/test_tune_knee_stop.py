@@ -12,6 +12,8 @@ def test_ranks_every_candidate_on_tuning_runs(load_script):
             continue
         for r in rs:  # scored on the tuning split: judge_acc was replaced by tune_acc
             assert all(p["judge_acc"] == p["tune_acc"] for p in r["points"].values())
+    for name, kw in tk.grid().items():  # pinned, whatever the package's defaults are
+        assert kw["stage_test"] == name.split()[0]
     rows, rival = tk.evaluate(runs)
     assert len(rows) == len(tk.grid())
     worst = [r["worst_minus_rival"] for r in rows]
