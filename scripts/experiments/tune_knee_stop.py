@@ -87,7 +87,12 @@ def grid() -> dict[str, dict[str, Any]]:
     return out
 
 
-def evaluate(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+def evaluate(
+    runs: dict[str, list[dict[str, Any]]], candidates: Mapping[str, Mapping[str, Any]] | None = None
+) -> tuple[list[dict[str, Any]], dict[str, float | None]]:
+    """Each candidate's per-setting regret minus the best label-free rival's, ranked by
+    the plan's objective (``candidates``: name -> ``NoiseRiseStopper`` keywords; the
+    session-8 grid by default)."""
     rivals = {n: RULES[n] for n in LABEL_FREE}
     rival_regret = {}
     for setting, rs in runs.items():
@@ -97,7 +102,7 @@ def evaluate(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
             per.pop("eb", None)  # the demo measured no EB statistic
         rival_regret[setting] = min(per.values()) if per else None
     rows = []
-    for name, kw in grid().items():
+    for name, kw in (grid() if candidates is None else candidates).items():
         fn = candidate_rule(**kw)
         row: dict[str, Any] = {"candidate": name, "settings": {}}
         for setting, rs in runs.items():
@@ -121,9 +126,15 @@ def evaluate(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     return rows, rival_regret
 
 
-def markdown(rows: list[dict[str, Any]], rival: dict[str, float | None], top: int) -> str:
-    settings = list(rows[0]["settings"])
-    n = {s: rows[0]["settings"][s]["runs"] for s in settings}
+def markdown(
+    rows: list[dict[str, Any]],
+    rival: dict[str, float | None],
+    top: int,
+    shipped: str = "plateau p2 x3 removal_peak",
+) -> str:
+    settings = [s for s in rival if rival[s] is not None]
+    n = {s: max((r["settings"][s]["runs"] for r in rows if s in r["settings"]), default=0)
+         for s in settings}  # fmt: skip
     head = " | ".join(f"{s} ({n[s]} runs): regret − rival / fraction / fired" for s in settings)
     lines = [
         "Best label-free rival's mean regret per setting (pp): "
@@ -132,12 +143,11 @@ def markdown(rows: list[dict[str, Any]], rival: dict[str, float | None], top: in
         f"| candidate | worst (regret − rival) | {head} |",
         "|---|---|" + "---|" * len(settings),
     ]
-    shipped = "plateau p2 x3 removal_peak"
     shown = rows[:top] + [r for r in rows[top:] if r["candidate"] == shipped]
     for r in shown:
         cells = " | ".join(
-            f"{v['minus_rival']:+.2f} / {v['fraction']:.0%} / {v['fired']}"
-            for v in r["settings"].values()
+            f"{v['minus_rival']:+.2f} / {v['fraction']:.0%} / {v['fired']}" if v else "n/a"
+            for v in (r["settings"].get(s) for s in settings)
         )
         mark = " (shipped)" if r["candidate"] == shipped else ""
         lines.append(f"| {r['candidate']}{mark} | {r['worst_minus_rival']:+.2f} | {cells} |")
