@@ -55,7 +55,8 @@ def with_derived_signals(runs: dict[str, list[dict[str, Any]]]) -> dict[str, lis
 
 def signal_grid() -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
-    axes = itertools.product(SIGNALS.items(), (2.0, 3.0, 4.0), (1, 2), ("removal_peak", "stage_end", "min"))
+    restores = ("removal_peak", "stage_end", "min")
+    axes = itertools.product(SIGNALS.items(), (2.0, 3.0, 4.0), (1, 2), restores)
     for (name, (key, _, _)), k, patience, restore in axes:
         out[f"{name} k{k:g} p{patience} {restore}"] = {
             "metric": key,
@@ -82,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     # signals are compared on the three real-data settings ("n/a" under demo)
     others, _ = evaluate({s: rs for s, rs in runs.items() if s != "demo"},
                          {n: kw for n, kw in grid.items() if n not in noise})  # fmt: skip
-    rows = sorted(rows + others, key=lambda r: (round(r["worst_minus_rival"], 6), r["mean_fraction"]))
+    rows = sorted(
+        rows + others, key=lambda r: (round(r["worst_minus_rival"], 6), r["mean_fraction"])
+    )
     text = markdown(rows, rival, args.top, shipped=SHIPPED)
     print(text)
     if args.out:
