@@ -67,18 +67,25 @@ def groups(runs: list[dict], tuning: set[int]) -> dict[tuple[str, str], list[dic
     return out
 
 
+def _trained(rs: list[dict], judged: list[dict], name: str) -> list[float]:
+    """Rule ``name``'s stop step per run, in % of the run's planned steps."""
+    return [100 * j[name]["stop_step"] / r["max_steps"] for r, j in zip(rs, judged, strict=True)]
+
+
 def stops_table(groups_: dict[tuple[str, str], list[dict]]) -> str:
     lines = [
-        "| setting | config | seeds | stop | label-free | step kept | judging acc. (%) "
-        "| regret (pp) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| setting | config | seeds | stop | label-free | trained (% of planned steps) "
+        "| step kept | judging acc. (%) | regret (pp) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for (setting, cfg), rs in groups_.items():
         judged = [judge(r) for r in rs]
+
         for name, label in LABELS.items():
             lines.append(
                 f"| {setting} | {cfg} | {len(rs)} | {label} | "
                 f"{'no' if name in NEEDS_LABELS else 'yes'} "
+                f"| {_ms(_trained(rs, judged, name), '.0f')} "
                 f"| {_ms([j[name]['used_step'] for j in judged], '.0f')} "
                 f"| {_ms([100 * j[name]['accuracy'] for j in judged])} "
                 f"| {_ms([j[name]['regret_pp'] for j in judged])} |"

@@ -44,6 +44,23 @@ def test_eval_loss_rules_end_best_and_fraction(stops):
     assert j["eb"]["used_step"] == 60 and not j["eb"]["fired"]
 
 
+def test_stops_table_gives_each_rule_its_share_of_the_planned_steps(load_script):
+    """Issue 22: every rule's fraction of the planned steps beside its regret."""
+    report = load_script("report_evidence")
+    loss = {0: 2.0, 10: 1.0, 20: 0.8, 30: 0.9, 40: 0.85, 50: 0.95, 60: 0.7}
+    acc = {0: 0.5, 10: 0.6, 20: 0.7, 30: 0.65, 40: 0.66, 50: 0.6, 60: 0.8}
+    run = {**_run(loss, acc, max_steps=100), "seed": 1, "setting": "x", "noise": 0.2,
+           "method": "lora"}  # fmt: skip
+    table = report.stops_table(report.groups([run], set()))
+    rows = {
+        ln.split(" | ")[3]: ln.split(" | ") for ln in table.splitlines() if ln.startswith("| x")
+    }
+    # eval-loss patience 3 stops at 50 of 100 planned steps; "end" at the grid's last (60)
+    assert rows["eval-loss patience 3"][5] == "50"
+    assert rows["train to the end"][5] == "60"
+    assert rows["eval-loss patience 3 + load best"][6] == "20"  # step kept (one seed: no sd)
+
+
 def test_eb_rule_stops_at_first_positive_point_after_step_0(stops):
     loss = {0: 1.0, 10: 0.9, 20: 0.8, 30: 0.7}
     acc = {0: 0.1, 10: 0.2, 20: 0.3, 30: 0.4}
