@@ -342,7 +342,7 @@ def plot(groups_: dict[tuple[str, str], list[dict]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     keys = list(groups_)
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.6 * len(keys), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(keys), figsize=(max(7.5, 6.0 * len(keys)), 4.8), squeeze=False)
     for ax, key in zip(axes[0], keys, strict=True):
         rs = groups_[key]
         grid = sorted(int(s) for s in rs[0]["grid"])
@@ -381,9 +381,11 @@ def plot(groups_: dict[tuple[str, str], list[dict]], path: Path) -> None:
         ax.set_title(f"{key[0]}, {key[1]} ({len(rs)} seeds)", fontsize=9)
         h1, l1 = ax.get_legend_handles_labels()
         h2, l2 = ax2.get_legend_handles_labels()
-        ax.legend(h1 + h2, l1 + l2, fontsize=6, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=70)
+        ax2.set_ylabel("loss, noise signal, removed fraction")
+    # one legend under the panels, where it hides no curve
+    fig.legend(h1 + h2, l1 + l2, fontsize=7, loc="lower center", ncol=3, frameon=False)
+    fig.tight_layout(rect=(0, 0.16, 1, 1))
+    fig.savefig(path, dpi=90)
     plt.close(fig)
 
 
