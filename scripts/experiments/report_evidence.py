@@ -212,7 +212,7 @@ def _claims_rows(setting: str, cfg: str, rs: list[dict]) -> list[str]:
         ended = [_new_rule(r).stage_ended_at for r in rs]
         done = [e for e in ended if e is not None]
         row(
-            "issue-13 stage test: runs whose denoising stage ended, at step",
+            "default stage test: runs whose denoising stage ended, at step",
             f"{len(done)}/{len(rs)}" + (f", {_ms(done, '.0f')}" if done else ""),
             "—",
         )
@@ -259,7 +259,39 @@ def _claims_rows(setting: str, cfg: str, rs: list[dict]) -> list[str]:
         f"{_ms([_at(r, e, 'noise') for r, e in zip(rs, end, strict=True)], '.3f')}",
         fl("noise", ".3f"),
     )
+    acc = [_series(r, "judge_acc") for r in rs]
+    best = [max(a, key=lambda k: (a[k], -k)) for a in acc]
+    row(
+        "judging accuracy: best step; end minus best (pp)",
+        f"{_ms(best, '.0f')}; "
+        f"{_ms([100 * (a[e] - a[b]) for a, b, e in zip(acc, best, end, strict=True)], '.1f')}",
+        "—",
+    )
+    row(
+        "Spearman(noise signal, judging acc.) over the points from ≈15% of the run "
+        "(the paper's story: < 0)",
+        _ms([noise_accuracy_spearman(r) for r in rs], ".2f"),
+        "—",
+    )
     return lines
+
+
+def _series(r: dict, key: str) -> dict[int, float]:
+    return {int(s): float(p[key]) for s, p in r["points"].items() if p.get(key) is not None}
+
+
+def noise_accuracy_spearman(r: dict) -> float | None:
+    """Rank correlation of the noise signal with held-out accuracy over one run's points
+    from the early step on (after the first, denoising points): negative where the noise
+    rises as accuracy falls, as the paper's overfitting stage has it."""
+    from scipy import stats
+
+    acc = _series(r, "judge_acc")
+    pts = [(n, acc[s]) for s in sorted(acc) if s >= _early_step(r)
+           if (n := _at(r, s, "noise")) is not None]  # fmt: skip
+    if len(pts) < 3 or len({n for n, _ in pts}) < 2 or len({a for _, a in pts}) < 2:
+        return None
+    return float(stats.spearmanr([n for n, _ in pts], [a for _, a in pts]).statistic)
 
 
 def cost_table(groups_: dict[tuple[str, str], list[dict]]) -> str:

@@ -61,6 +61,24 @@ def test_stops_table_gives_each_rule_its_share_of_the_planned_steps(load_script)
     assert rows["eval-loss patience 3 + load best"][6] == "20"  # step kept (one seed: no sd)
 
 
+def test_noise_accuracy_spearman_reads_the_points_after_the_early_ones(load_script):
+    """Rank correlation of the noise signal with held-out accuracy from ~15% of the run."""
+    report = load_script("report_evidence")
+    steps = [0, 10, 20, 30, 40, 50, 60]
+    acc = dict(zip(steps, [0.1, 0.9, 0.8, 0.85, 0.7, 0.6, 0.5], strict=True))
+    noise = dict(zip(steps, [0.0, 0.9, 0.1, 0.2, 0.3, 0.4, 0.5], strict=True))
+    inter = {s: {report.KEY + "noise": noise[s]} for s in steps}
+    run = _run(dict.fromkeys(steps, 1.0), acc, inter=inter, max_steps=60)
+    # from step 10 (>= 15% of 60) on: the step-10 point ranks first on both
+    x = report.noise_accuracy_spearman(run)
+    from scipy import stats
+
+    ref = stats.spearmanr([noise[s] for s in steps[1:]], [acc[s] for s in steps[1:]]).statistic
+    assert x == pytest.approx(ref) and x < 0
+    flat = _run(dict.fromkeys(steps, 1.0), dict.fromkeys(steps, 0.5), inter=inter, max_steps=60)
+    assert report.noise_accuracy_spearman(flat) is None  # undefined, not 0 or nan
+
+
 def test_eb_rule_stops_at_first_positive_point_after_step_0(stops):
     loss = {0: 1.0, 10: 0.9, 20: 0.8, 30: 0.7}
     acc = {0: 0.1, 10: 0.2, 20: 0.3, 30: 0.4}
