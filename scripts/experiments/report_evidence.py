@@ -125,7 +125,7 @@ def compact_table(groups_: dict[tuple[str, str], list[dict]]) -> str:
     order = [n for n in LABELS if n != "best"]
     short = {
         "interaction_restore": "interaction + restore-best",
-        "interaction": "interaction (issue 13)",
+        "interaction": "interaction (default, no restore)",
         "interaction_v1": "interaction (pre-13)",
         "patience_best": "patience 3 + load best",
         "patience": "patience 3",
