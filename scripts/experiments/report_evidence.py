@@ -127,6 +127,7 @@ def compact_table(groups_: dict[tuple[str, str], list[dict]]) -> str:
         "interaction_restore": "interaction + restore-best",
         "interaction": "interaction (default, no restore)",
         "interaction_v1": "interaction (pre-13)",
+        "interaction_plateau": "interaction + restore-best, plateau test (sessions 6-7)",
         "patience_best": "patience 3 + load best",
         "patience": "patience 3",
         "eb": "EB",
