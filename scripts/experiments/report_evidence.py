@@ -30,7 +30,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from stops import LABELS, NEEDS_LABELS, judge, t_interval  # noqa: E402
+from stops import LABELS, NEEDS_LABELS, judge, series, t_interval  # noqa: E402
 
 INTERACTION = ("interaction_restore", "interaction", "interaction_v1")
 RIVALS = ("patience_best", "patience", "eb", "fraction", "end")
@@ -80,7 +80,6 @@ def stops_table(groups_: dict[tuple[str, str], list[dict]]) -> str:
     ]
     for (setting, cfg), rs in groups_.items():
         judged = [judge(r) for r in rs]
-
         for name, label in LABELS.items():
             lines.append(
                 f"| {setting} | {cfg} | {len(rs)} | {label} | "
@@ -260,7 +259,7 @@ def _claims_rows(setting: str, cfg: str, rs: list[dict]) -> list[str]:
         f"{_ms([_at(r, e, 'noise') for r, e in zip(rs, end, strict=True)], '.3f')}",
         fl("noise", ".3f"),
     )
-    acc = [_series(r, "judge_acc") for r in rs]
+    acc = [series(r, "judge_acc") for r in rs]
     best = [max(a, key=lambda k: (a[k], -k)) for a in acc]
     row(
         "judging accuracy: best step; end minus best (pp)",
@@ -277,17 +276,13 @@ def _claims_rows(setting: str, cfg: str, rs: list[dict]) -> list[str]:
     return lines
 
 
-def _series(r: dict, key: str) -> dict[int, float]:
-    return {int(s): float(p[key]) for s, p in r["points"].items() if p.get(key) is not None}
-
-
 def noise_accuracy_spearman(r: dict) -> float | None:
     """Rank correlation of the noise signal with held-out accuracy over one run's points
     from the early step on (after the first, denoising points): negative where the noise
     rises as accuracy falls, as the paper's overfitting stage has it."""
     from scipy import stats
 
-    acc = _series(r, "judge_acc")
+    acc = series(r, "judge_acc")
     pts = [(n, acc[s]) for s in sorted(acc) if s >= _early_step(r)
            if (n := _at(r, s, "noise")) is not None]  # fmt: skip
     if len(pts) < 3 or len({n for n, _ in pts}) < 2 or len({a for _, a in pts}) < 2:
