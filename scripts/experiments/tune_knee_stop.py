@@ -122,8 +122,20 @@ def evaluate(
         row["worst_minus_rival"] = max(v["minus_rival"] for v in vals)
         row["mean_fraction"] = statistics.fmean(v["fraction"] for v in vals)
         rows.append(row)
-    rows.sort(key=lambda r: (round(r["worst_minus_rival"], 6), r["mean_fraction"]))
+    rows = ranked(rows)
     return rows, rival_regret
+
+
+def ranked(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The plan's order: smallest worst-setting value first, ties by the mean fraction."""
+    return sorted(rows, key=lambda r: (round(r["worst_minus_rival"], 6), r["mean_fraction"]))
+
+
+def emit(text: str, out: str | None) -> None:
+    """Print the table, and write it to ``out`` when given."""
+    print(text)
+    if out:
+        Path(out).write_text(text + "\n")
 
 
 def markdown(
@@ -160,10 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--top", type=int, default=25)
     args = p.parse_args(argv)
     rows, rival = evaluate(tuning_runs())
-    text = markdown(rows, rival, args.top)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    emit(markdown(rows, rival, args.top), args.out)
     return 0
 
 

@@ -27,7 +27,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from tune_knee_stop import evaluate, markdown, tuning_runs  # noqa: E402
+from tune_knee_stop import emit, evaluate, markdown, ranked, tuning_runs  # noqa: E402
 
 #: candidate name -> (metric key the stopper watches, source key, sign)
 SIGNALS = {
@@ -83,13 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     # signals are compared on the three real-data settings ("n/a" under demo)
     others, _ = evaluate({s: rs for s, rs in runs.items() if s != "demo"},
                          {n: kw for n, kw in grid.items() if n not in noise})  # fmt: skip
-    rows = sorted(
-        rows + others, key=lambda r: (round(r["worst_minus_rival"], 6), r["mean_fraction"])
-    )
-    text = markdown(rows, rival, args.top, shipped=SHIPPED)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    emit(markdown(ranked(rows + others), rival, args.top, shipped=SHIPPED), args.out)
     return 0
 
 
