@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from support import make_collator, tiny_llama
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -78,51 +79,6 @@ def raw_sft_dataset():
     from datasets import Dataset
 
     return Dataset.from_list(sft_rows())
-
-
-def make_collator(tokenizer):
-    def collate(batch):
-        width = max(len(x["input_ids"]) for x in batch)
-
-        def pad(key, value):
-            return torch.tensor([x[key] + [value] * (width - len(x[key])) for x in batch])
-
-        ids = pad("input_ids", tokenizer.pad_token_id)
-        return {
-            "input_ids": ids,
-            "labels": pad("labels", -100),
-            "attention_mask": (ids != tokenizer.pad_token_id).long(),
-        }
-
-    return collate
-
-
-def tiny_llama(vocab: int, seed: int = 0, lora: bool = True):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        vocab_size=vocab,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        pad_token_id=0,
-    )
-    model = LlamaForCausalLM(cfg)
-    with torch.no_grad():  # a bigger init, so that masking visibly moves the output
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.mul_(4.0)
-    if not lora:
-        return model
-    from peft import LoraConfig, get_peft_model
-
-    return get_peft_model(
-        model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.1)
-    )
 
 
 def tiny_gpt2(vocab: int, seed: int = 1):

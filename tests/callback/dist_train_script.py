@@ -25,6 +25,9 @@ os.environ.setdefault("WANDB_DISABLED", "true")
 
 import torch  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from support import make_collator, tiny_llama  # noqa: E402
+
 ROWS = [
     ("big", "house", "red"),
     ("small", "boat", "blue"),
@@ -78,45 +81,9 @@ def dataset(tok):
     return Dataset.from_list(rows).map(encode)
 
 
-def collator(tok):
-    def collate(batch):
-        width = max(len(x["input_ids"]) for x in batch)
-
-        def pad(key, value):
-            return torch.tensor([x[key] + [value] * (width - len(x[key])) for x in batch])
-
-        ids = pad("input_ids", tok.pad_token_id)
-        return {
-            "input_ids": ids,
-            "labels": pad("labels", -100),
-            "attention_mask": (ids != tok.pad_token_id).long(),
-        }
-
-    return collate
-
-
 def model(vocab: int):
-    from peft import LoraConfig, get_peft_model
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=vocab,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        pad_token_id=0,
-    )
-    m = LlamaForCausalLM(cfg)
-    with torch.no_grad():
-        for p in m.parameters():
-            if p.dim() == 2:
-                p.mul_(4.0)
-    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0)
-    return get_peft_model(m, lora)
+    """The tests' tiny Llama, LoRA dropout off so that one and two processes agree."""
+    return tiny_llama(vocab, seed=0, lora=True, lora_dropout=0.0)
 
 
 def main(argv=None) -> dict:
@@ -167,7 +134,7 @@ def main(argv=None) -> dict:
         model=net,
         args=args,
         train_dataset=dataset(tok),
-        data_collator=collator(tok),
+        data_collator=make_collator(tok),
         processing_class=tok,
     )
 

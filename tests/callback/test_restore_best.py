@@ -11,31 +11,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 from safetensors.torch import load_file
+from support import PickStep
 
 from sft_interaction_callback import NoiseRiseStopper
 from sft_interaction_callback.callback.noise_floor import perturbed_weights
 from sft_interaction_callback.keys import REMOVED_FRACTION_KEY
 from sft_interaction_callback.tracking.shadow import ShadowStopper
-
-
-class Pick:
-    """A stopper whose best point is ``best`` (once seen) and that fires at ``stop``."""
-
-    def __init__(self, best: int, stop: int) -> None:
-        self.best, self.stop, self.last = best, stop, -1
-        self.stage_ended_at = 0
-        self.reason = None
-
-    @property
-    def restore_step(self):
-        return self.best if self.last >= self.best else None
-
-    def update(self, step, metrics):
-        self.last = step
-        if step >= self.stop:
-            self.reason = f"Pick fired at {step}"
-            return True
-        return False
 
 
 def _saved(folder, lora: bool) -> dict[str, torch.Tensor]:
@@ -61,7 +42,7 @@ def test_train_ends_with_the_weights_of_the_best_checkpoint(
 ):
     model = h.tiny_llama(len(tokenizer), lora=lora)
     trainer, cb = make_trainer(
-        tmp_path, {"schedule": 5, "stopper": Pick(best=10, stop=15)}, model=model, max_steps=20
+        tmp_path, {"schedule": 5, "stopper": PickStep(best=10, stop=15)}, model=model, max_steps=20
     )
     trainer.train()
     assert trainer.state.global_step == 15 and cb.stop_step == 15
@@ -77,7 +58,7 @@ def test_train_ends_with_the_weights_of_the_best_checkpoint(
 
 def test_no_restore_and_no_extra_checkpoint_when_off(make_trainer, tmp_path):
     trainer, cb = make_trainer(
-        tmp_path, {"schedule": 5, "stopper": Pick(10, 15), "restore_best": False}, max_steps=20
+        tmp_path, {"schedule": 5, "stopper": PickStep(10, 15), "restore_best": False}, max_steps=20
     )
     trainer.train()
     assert not (tmp_path / "checkpoint-10").exists()  # no extra checkpoint either
@@ -313,7 +294,7 @@ def test_the_end_of_a_run_is_recorded_for_the_report(make_trainer, tmp_path):
     from sft_interaction_callback.keys import RESTORE_STEP_KEY
     from sft_interaction_callback.reporting.run_data import load_run
 
-    shadow = ShadowStopper(Pick(best=10, stop=15))
+    shadow = ShadowStopper(PickStep(best=10, stop=15))
     trainer, cb = make_trainer(tmp_path, {"schedule": 5, "stopper": shadow}, max_steps=20)
     trainer.train()
     assert trainer.state.global_step == 20 and shadow.stop_step == 15  # shadow: no stop
@@ -330,7 +311,7 @@ def test_the_end_of_a_run_is_recorded_for_the_report(make_trainer, tmp_path):
 def test_write_shadow_stop_takes_a_str_folder(tmp_path):
     from sft_interaction_callback.tracking.shadow import write_shadow_stop
 
-    shadow = ShadowStopper(Pick(best=5, stop=5))
+    shadow = ShadowStopper(PickStep(best=5, stop=5))
     shadow.update(5, {})
     write_shadow_stop(str(tmp_path), shadow)
     assert json.loads((tmp_path / "stop.json").read_text())["stop_step"] == 5

@@ -24,6 +24,7 @@ import re
 
 import pytest
 import torch
+from support import PickStep
 
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SYSTEM = "You are a careful annotator of online comments."
@@ -123,25 +124,6 @@ def _train(tmp_path, smollm2, callback_kwargs=None):
     trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     return trainer, cb, losses
-
-
-class PickStep:
-    """Best point ``best``, stop at ``stop``: restore-best must go back to ``best``."""
-
-    def __init__(self, best: int, stop: int) -> None:
-        self.best, self.stop, self.last, self.reason = best, stop, -1, None
-        self.stage_ended_at = 0
-
-    @property
-    def restore_step(self):
-        return self.best if self.last >= self.best else None
-
-    def update(self, step, metrics):
-        self.last = step
-        if step >= self.stop:
-            self.reason = f"PickStep fired at {step}"
-            return True
-        return False
 
 
 @pytest.fixture(scope="module")
