@@ -587,3 +587,46 @@ def quiet_libraries(threads: int) -> None:
         pass
     warnings.filterwarnings("ignore")
     torch.set_num_threads(max(1, threads))
+
+
+def cpu_run_args(out_dir: Path, *, steps: int, batch_size: int, lr: float, seed: int,
+                 warmup: float) -> dict[str, Any]:  # fmt: skip
+    """The ``TrainingArguments`` / ``SFTConfig`` fields every judged study shares: a linear
+    schedule on the CPU, logging every 10 steps, no evaluation, checkpoints or reporting by
+    the Trainer (the grid callback does those), ``seed`` for both the model and the data."""
+    return {
+        "output_dir": str(out_dir),
+        "max_steps": steps,
+        "per_device_train_batch_size": batch_size,
+        "learning_rate": lr,
+        "lr_scheduler_type": "linear",
+        "warmup_steps": warmup,
+        "logging_steps": 10,
+        "eval_strategy": "no",
+        "save_strategy": "no",
+        "report_to": [],
+        "seed": seed,
+        "data_seed": seed,
+        "use_cpu": True,
+        "disable_tqdm": True,
+        "dataloader_num_workers": 0,
+    }
+
+
+def run_outcome(points: Mapping[int, dict[str, Any]], floor: Any, eb: Any, measure: Any, *,
+                wall: float, probe_s: float, started: float) -> dict[str, Any]:  # fmt: skip
+    """The part of a run's record every study writes alike: its points, the measured floor,
+    the EB dimensions and where the run's time went (``started``: ``perf_counter`` at its
+    start)."""
+    return {
+        "points": {str(k): v for k, v in sorted(points.items())},
+        "floor": floor,
+        "eb_dims": eb.dims,
+        "timing": {
+            "train_wall_seconds": round(wall, 1),
+            "probe_seconds": round(probe_s, 1),
+            "eval_seconds": round(measure.eval_seconds, 1),
+            "eb_seconds": round(eb.seconds, 1),
+            "run_seconds": round(time.perf_counter() - started, 1),
+        },
+    }

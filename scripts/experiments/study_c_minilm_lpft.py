@@ -196,23 +196,12 @@ def linear_probe(model: Any, tokenizer: Any, rows: list[dict], s: Settings) -> f
 def training_args(out_dir: Path, s: Settings, *, steps: int, lr: float, seed: int) -> Any:
     from transformers import TrainingArguments
 
+    common = ev.cpu_run_args(
+        out_dir, steps=steps, batch_size=s.batch_size, lr=lr, seed=seed, warmup=0.06
+    )
     return TrainingArguments(
-        output_dir=str(out_dir),
-        max_steps=steps,
-        per_device_train_batch_size=s.batch_size,
-        learning_rate=lr,
-        lr_scheduler_type="linear",
-        warmup_steps=0.06,
+        **common,
         weight_decay=0.01,
-        logging_steps=10,
-        eval_strategy="no",
-        save_strategy="no",
-        report_to=[],
-        seed=seed,
-        data_seed=seed,
-        use_cpu=True,
-        disable_tqdm=True,
-        dataloader_num_workers=0,
         remove_unused_columns=False,
     )
 
@@ -346,19 +335,10 @@ def one_run(ctx: dict[str, Any], noise: float, method: str, seed: int, work: Pat
         "lp_train_accuracy": lp_acc,
         "max_steps": s.max_steps,
         "grid": list(s.grid),
-        "points": {str(k): v for k, v in sorted(points.items())},
-        "floor": floor,
-        "eb_dims": eb.dims,
         "order_histograms": ev.order_histograms(
             run_dir, [0, s.grid[len(s.grid) // 2], s.max_steps]
         ),
-        "timing": {
-            "train_wall_seconds": round(wall, 1),
-            "probe_seconds": round(probe_s, 1),
-            "eval_seconds": round(measure.eval_seconds, 1),
-            "eb_seconds": round(eb.seconds, 1),
-            "run_seconds": round(time.perf_counter() - t_start, 1),
-        },
+        **ev.run_outcome(points, floor, eb, measure, wall=wall, probe_s=probe_s, started=t_start),
     }
 
 
